@@ -1,0 +1,16 @@
+"""unet_tf: the TensorFlow segmentation tutorial's U-Net (MobileNetV2 encoder, pix2pix decoder),
+trained with a Dice loss, as a package.
+
+Importing it registers the custom losses and metrics, so a saved `model.keras` loads with
+`keras.models.load_model` after `import unet_tf`.
+"""
+
+import os
+
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) buries the output users need.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from unet_tf import losses, metrics  # noqa: F401  (registers the Keras serializables)
+from unet_tf.model import build_unet  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,275 @@
+"""The one training configuration: a frozen dataclass, named presets, file and flag overrides.
+
+Precedence, lowest first: the dataclass defaults, the preset (`--preset`), a YAML or JSON file
+(`--config`), then command-line flags. Every field is a flag (`image_size` -> `--image-size`), and
+an unknown key anywhere is an error. The resolved configuration is written to `config.json` in the
+run folder, and `Config.from_dict(json.load(...))` rebuilds it exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+
+DATASETS = ("oxford_iiit_pet", "synthetic", "folder")
+LABEL_MODES = ("trimap", "binary", "index")
+LOSSES = ("dice", "ce", "dice_ce")
+OPTIMIZERS = ("adam", "adamw")
+
+# Class names in model-output order, per label mode, for the pet datasets.
+CLASS_NAMES = {
+    "trimap": ("pet", "background", "border"),
+    "binary": ("background", "pet"),
+}
+FOLDER_BINARY_CLASS_NAMES = ("background", "foreground")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot be used; the message says which and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # --- data ---------------------------------------------------------------------------------
+    dataset: str = "oxford_iiit_pet"  # oxford_iiit_pet | synthetic | folder
+    # oxford_iiit_pet: a local copy in the dataset's original layout (images/, annotations/);
+    # folder: a folder holding images/ and masks/. Empty: download through tfds.
+    data_dir: str = ""
+    # trimap: pet/background/border; binary: background/pet (the border band counts as pet);
+    # index (folder data): masks hold class indices 0..len(classes)-1.
+    labels: str = "trimap"
+    # Class names in mask-value order; needed with labels=index, optional with folder data.
+    classes: typing.Optional[typing.Tuple[str, ...]] = None
+    train_split: str = "train"  # tfds split strings; the local copy names trainval.txt "train"
+    val_split: str = "test"
+    # > 0 carves this share of the training split out for validation (val_split is then unused).
+    validation_fraction: float = 0.0
+    synthetic_train_examples: int = 512
+    synthetic_val_examples: int = 128
+    image_size: int = 128
+    shuffle_buffer: int = 1000
+    augment: bool = True  # random horizontal flip, identical for image and mask
+
+    # --- model --------------------------------------------------------------------------------
+    encoder_weights: str = "imagenet"  # imagenet | none | path to a MobileNetV2 .h5 file
+    # None: freeze exactly when the encoder is pretrained (the tutorial's choice).
+    freeze_encoder: typing.Optional[bool] = None
+    alpha: float = 1.0  # MobileNetV2 width multiplier
+    decoder_filters: typing.Tuple[int, ...] = (512, 256, 128, 64)
+    dropout: float = 0.0
+    # None: 0.9 when the encoder trains from random weights, Keras' 0.999 otherwise (see model.py).
+    encoder_bn_momentum: typing.Optional[float] = None
+
+    # --- training -----------------------------------------------------------------------------
+    batch_size: int = 64
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0  # adamw only
+    loss: str = "dice"  # dice | ce | dice_ce
+    dice_weight: float = 1.0  # dice_ce only
+    ce_weight: float = 1.0  # dice_ce only
+    class_weights: typing.Optional[typing.Tuple[float, ...]] = None  # Dice weight per class
+    patience: int = 5  # epochs without a better validation mean Dice before stopping
+    seed: int = 0
+    run_dir: str = ""  # empty: a new folder under runs/
+
+    def __post_init__(self):
+        errors = []
+        if self.dataset not in DATASETS:
+            errors.append(f"dataset={self.dataset!r}: expected one of {', '.join(DATASETS)}")
+        if self.labels not in LABEL_MODES:
+            errors.append(f"labels={self.labels!r}: expected one of {', '.join(LABEL_MODES)}")
+        if self.loss not in LOSSES:
+            errors.append(f"loss={self.loss!r}: expected one of {', '.join(LOSSES)}")
+        if self.optimizer not in OPTIMIZERS:
+            errors.append(f"optimizer={self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if self.labels == "index" and not self.classes:
+            errors.append("labels='index' needs classes: the class names in mask-value order, "
+                          "e.g. --classes background road building")
+        if self.labels == "trimap" and self.dataset == "folder":
+            errors.append("labels='trimap' reads Oxford-IIIT Pet trimaps; for a folder of your "
+                          "own masks use labels binary (0/1 or 0/255) or index with --classes")
+        if self.labels != "index" and self.classes and self.dataset != "folder":
+            errors.append(f"classes={self.classes}: the {self.dataset} classes are fixed by "
+                          f"labels={self.labels!r} {CLASS_NAMES.get(self.labels)}")
+        if self.classes and self.labels == "binary" and len(self.classes) != 2:
+            errors.append(f"classes={self.classes}: binary labels have 2 classes")
+        if self.dataset == "folder" and not self.data_dir:
+            errors.append("dataset='folder' needs data_dir: a folder holding images/ and masks/")
+        if self.image_size < 32 or self.image_size % 32:
+            errors.append(
+                f"image_size={self.image_size}: expected a multiple of 32 that is at least 32 "
+                "(the encoder halves the image five times), e.g. 96, 128 or 224"
+            )
+        for name in ("batch_size", "epochs", "synthetic_train_examples", "synthetic_val_examples",
+                     "shuffle_buffer"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name}={getattr(self, name)}: expected a positive integer")
+        if self.patience < 0:
+            errors.append(f"patience={self.patience}: expected 0 or more")
+        if self.learning_rate <= 0:
+            errors.append(f"learning_rate={self.learning_rate}: expected a positive number")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            errors.append(f"validation_fraction={self.validation_fraction}: expected 0 <= x < 1")
+        if not 0.0 <= self.dropout < 1.0:
+            errors.append(f"dropout={self.dropout}: expected 0 <= x < 1")
+        if self.alpha <= 0:
+            errors.append(f"alpha={self.alpha}: expected a positive width multiplier, e.g. 0.35 or 1.0")
+        if not self.decoder_filters or min(self.decoder_filters) < 1:
+            errors.append(f"decoder_filters={self.decoder_filters}: expected positive integers")
+        if len(self.decoder_filters) != 4:
+            errors.append(
+                f"decoder_filters={self.decoder_filters}: expected 4 values, one per decoder stage "
+                "(1/32 -> 1/16 -> 1/8 -> 1/4 -> 1/2)"
+            )
+        if self.encoder_bn_momentum is not None and not 0.0 < self.encoder_bn_momentum < 1.0:
+            errors.append(f"encoder_bn_momentum={self.encoder_bn_momentum}: expected 0 < x < 1")
+        if self.class_weights is not None and len(self.class_weights) != self.num_classes:
+            errors.append(
+                f"class_weights={self.class_weights}: expected {self.num_classes} values, one per "
+                f"class {self.class_names}"
+            )
+        if errors:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+
+    @property
+    def class_names(self) -> typing.Tuple[str, ...]:
+        if self.classes:
+            return tuple(self.classes)
+        if self.dataset == "folder":
+            return FOLDER_BINARY_CLASS_NAMES
+        return CLASS_NAMES.get(self.labels, ())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def pretrained(self) -> bool:
+        return self.encoder_weights.lower() != "none"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, base: "Config | None" = None) -> "Config":
+        """`base` (default: the defaults) with `values` applied; unknown keys are an error."""
+        base = base or cls()
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown configuration key(s) {', '.join(unknown)}; known keys: "
+                f"{', '.join(known)}"
+            )
+        coerced = {k: _coerce(known[k], v) for k, v in values.items()}
+        return dataclasses.replace(base, **coerced)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "Config":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _coerce(field: dataclasses.Field, value):
+    """JSON and YAML give lists where the dataclass holds tuples."""
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+# Each preset says why its values are what they are; anything not named keeps the default.
+PRESETS = {
+    # The TensorFlow segmentation tutorial: oxford_iiit_pet 4.0.0 at 128 px, batch 64, 20 epochs,
+    # Adam at 1e-3, shuffle buffer 1000, ImageNet MobileNetV2 encoder frozen, trained on `train`
+    # and validated on `test`. The project adds the Dice loss and early stopping (--loss ce gives
+    # the tutorial's cross-entropy). These are the defaults, so the preset names no values.
+    "tutorial": {},
+    # Offline in minutes on a CPU: synthetic pets, small images, a slim encoder from scratch.
+    "quickstart": {
+        "dataset": "synthetic",
+        "image_size": 96,
+        "batch_size": 16,
+        "epochs": 12,
+        "encoder_weights": "none",
+        "alpha": 0.35,  # the narrowest MobileNetV2: ~6x fewer encoder FLOPs than 1.0
+        "decoder_filters": (128, 64, 32, 16),  # a quarter of the tutorial's, to match alpha
+        "learning_rate": 2e-3,
+        "patience": 4,
+        "synthetic_train_examples": 384,
+        "synthetic_val_examples": 96,
+    },
+}
+
+
+def preset(name: str, **overrides) -> Config:
+    """The named preset with `overrides` applied, e.g. preset("quickstart", epochs=2)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return Config.from_dict({**PRESETS[name], **overrides})
+
+
+def read_config_file(path) -> dict:
+    """A YAML or JSON mapping of configuration keys (the same names as Config's fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of keys to values, got {type(values).__name__}")
+    return values
+
+
+# --- command-line flags, one per field ---------------------------------------------------------
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds --preset, --config and one flag per Config field (default: not given)."""
+    parser.add_argument("--preset", default="tutorial", choices=sorted(PRESETS),
+                        help="named starting configuration (default: tutorial)")
+    parser.add_argument("--config", help="YAML or JSON file of configuration keys")
+    group = parser.add_argument_group("configuration (defaults come from the preset)")
+    hints = typing.get_type_hints(Config)
+    for field in dataclasses.fields(Config):
+        kind = hints[field.name]
+        args = typing.get_args(kind)
+        optional = type(None) in args
+        if optional:
+            kind = next(a for a in args if a is not type(None))
+        flag = _flag(field.name)
+        if kind is bool:
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                               default=None)
+        elif typing.get_origin(kind) is tuple:
+            group.add_argument(flag, dest=field.name, nargs="+", type=typing.get_args(kind)[0],
+                               default=None, metavar="N")
+        else:
+            group.add_argument(flag, dest=field.name, type=kind, default=None)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Preset, then --config file, then flags; checked once, on the merged values."""
+    if args.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {args.preset!r}; known presets: {', '.join(PRESETS)}")
+    values = dict(PRESETS[args.preset])
+    if args.config:
+        values.update(read_config_file(args.config))
+    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                   if getattr(args, f.name, None) is not None})
+    return Config.from_dict(values)

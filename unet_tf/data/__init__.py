@@ -1,0 +1,29 @@
+"""Data: sources that all end in the same in-memory `Split`, and one preprocessing path.
+
+    >>> from unet_tf.config import preset
+    >>> from unet_tf import data
+    >>> config = preset("quickstart")
+    >>> train, val = data.load_splits(config)
+    >>> batches = data.make_dataset(train.images, train.masks, config.batch_size, training=True)
+"""
+
+from unet_tf.data.preprocess import (augment_batch, make_dataset, normalize, resize_image,
+                                     resize_mask, trimap_to_classes)
+from unet_tf.data.sources import (DataError, DataUnavailableError, Split, load_splits,
+                                  parse_split)
+
+
+def summary(split: Split, class_names) -> str:
+    """A few lines on a split: examples, files skipped and why, pixel share per class."""
+    shares = ", ".join(f"{name} {share:.1%}"
+                       for name, share in zip(class_names, split.class_shares(len(class_names))))
+    lines = [f"{split.name}: {len(split)} examples; pixels: {shares}"]
+    if split.skipped:
+        lines.append(f"  skipped {len(split.skipped)}:")
+        lines += [f"    {name}: {reason}" for name, reason in split.skipped]
+    return "\n".join(lines)
+
+
+__all__ = ["DataError", "DataUnavailableError", "Split", "augment_batch", "load_splits",
+           "make_dataset", "normalize", "parse_split", "resize_image", "resize_mask", "summary",
+           "trimap_to_classes"]

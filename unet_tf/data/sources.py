@@ -1,0 +1,324 @@
+"""Where examples come from. Every source ends in the same `Split`: resized uint8 arrays in memory.
+
+- `oxford_iiit_pet` through tfds (version 4.0.0), downloaded on first use;
+- `oxford_iiit_pet` from a local copy in the dataset's original layout (`--data-dir`);
+- `folder`: a user's `images/` + `masks/` (same file stem; masks hold class indices or 0/255);
+- `synthetic`: generated pets (see `synthetic.py`).
+
+Decoding and resizing happen once, here, and the result is the cache the training pipeline reads.
+A file that cannot be used is skipped and reported with its reason; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from unet_tf.data import preprocess, synthetic
+from unet_tf.images import ImageReadError, read_image, read_mask
+
+TFDS_NAME = "oxford_iiit_pet:4.0.0"
+# Where tfds downloads the archives from; checked first so that offline fails in seconds instead
+# of after urllib3's minutes of retries.
+TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"
+# The local copy's split lists; "train" is tfds' name for trainval.txt.
+OXFORD_LISTS = {"train": "trainval.txt", "trainval": "trainval.txt", "test": "test.txt"}
+
+
+class DataError(ValueError):
+    """Data that cannot be used at all (nothing to train on, a missing folder or list)."""
+
+
+class DataUnavailableError(DataError):
+    """The dataset could not be downloaded (usually: no network)."""
+
+
+@dataclasses.dataclass
+class Split:
+    """Examples of one split, preprocessed and held in memory.
+
+    Attributes:
+        name: str. The split string it was read from, e.g. "train" or "train[:80%]".
+        images: uint8 [N, S, S, 3]. Photographs resized to the model size.
+        masks: uint8 [N, S, S]. Class indices.
+        names: list of str. One identifier per example (file stem or index).
+        skipped: list of (name, reason). Examples that could not be used.
+    """
+
+    name: str
+    images: np.ndarray
+    masks: np.ndarray
+    names: list
+    skipped: list = dataclasses.field(default_factory=list)
+
+    def __len__(self):
+        return len(self.images)
+
+    def class_shares(self, num_classes: int) -> np.ndarray:
+        counts = np.bincount(self.masks.reshape(-1), minlength=num_classes)[:num_classes]
+        return counts / max(counts.sum(), 1)
+
+    def subset(self, keep: np.ndarray, name: str) -> "Split":
+        keep = np.asarray(keep, bool)
+        return Split(name, self.images[keep], self.masks[keep],
+                     [n for n, k in zip(self.names, keep) if k], list(self.skipped))
+
+
+def load_splits(config) -> tuple:
+    """(train, validation) `Split`s for a `Config`."""
+    if config.dataset == "synthetic":
+        train = _synthetic_split(config, "train", config.synthetic_train_examples, config.seed)
+        val = _synthetic_split(config, "validation", config.synthetic_val_examples,
+                               config.seed + 10_000)
+        if config.validation_fraction:
+            return _carve(train, config.validation_fraction)
+        return train, val
+    if config.dataset == "oxford_iiit_pet" and not config.data_dir:
+        if config.validation_fraction:
+            percent = round(100 * (1 - config.validation_fraction))
+            base = config.train_split
+            return (_tfds_split(config, f"{base}[:{percent}%]"),
+                    _tfds_split(config, f"{base}[{percent}%:]"))
+        return _tfds_split(config, config.train_split), _tfds_split(config, config.val_split)
+    read = _oxford_split if config.dataset == "oxford_iiit_pet" else _folder_split
+    train = read(config, config.train_split)
+    if config.validation_fraction:
+        return _carve(train, config.validation_fraction)
+    return train, read(config, config.val_split)
+
+
+def _carve(split: Split, fraction: float) -> tuple:
+    """Deterministic train/validation partition by a hash of each example's name, so the same
+    example always lands on the same side whatever the order or the other files."""
+    in_val = np.array([zlib.crc32(n.encode()) % 10_000 < fraction * 10_000 for n in split.names])
+    if in_val.all() or not in_val.any():
+        raise DataError(
+            f"validation_fraction={fraction} of {len(split)} examples leaves an empty side; use "
+            "more examples or another fraction"
+        )
+    return (split.subset(~in_val, f"{split.name} (train part)"),
+            split.subset(in_val, f"{split.name} (validation part)"))
+
+
+# --- tfds ---------------------------------------------------------------------------------------
+
+
+def _network_reachable(host: str, timeout: float = 5.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _offline_message(reason: str) -> str:
+    return (
+        f"cannot download oxford_iiit_pet: {reason}.\n"
+        "  Offline, train on one of:\n"
+        "    --data-dir DIR      a local copy in the dataset's original layout (images/,\n"
+        "                        annotations/trimaps/, annotations/trainval.txt and test.txt),\n"
+        "                        e.g. the unpacked images.tar.gz and annotations.tar.gz\n"
+        "    --dataset synthetic generated pets, no download (or --preset quickstart)\n"
+        "    --dataset folder --data-dir DIR   your own images/ and masks/"
+    )
+
+
+def _tfds_builder():
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(TFDS_NAME)
+    if not builder.is_prepared():
+        if not _network_reachable(TFDS_DOWNLOAD_HOST):
+            raise DataUnavailableError(_offline_message(
+                f"{TFDS_DOWNLOAD_HOST} is not reachable and no prepared copy is in "
+                f"{builder.data_dir}"))
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # tfds wraps network failures in many types
+            raise DataUnavailableError(_offline_message(f"{type(error).__name__}: {error}")) from error
+    return builder
+
+
+def _tfds_split(config, split: str) -> Split:
+    builder = _tfds_builder()
+    try:
+        dataset = builder.as_dataset(split=split)
+    except Exception as error:
+        raise DataError(
+            f"split {split!r} of {TFDS_NAME}: {error}; its splits are "
+            f"{', '.join(builder.info.splits)} (slices like 'train[:80%]' work too)"
+        ) from None
+
+    def prepare(example):
+        image = preprocess.resize_image(example["image"], config.image_size)
+        mask = preprocess.resize_mask(example["segmentation_mask"][..., 0], config.image_size)
+        return image, preprocess.trimap_to_classes(mask, config.labels), example["file_name"]
+
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    total = builder.info.splits[split].num_examples
+    images, masks, names = [], [], []
+    for image, mask, name in tqdm(dataset.as_numpy_iterator(), total=total, desc=f"{split:>10}",
+                                  unit="img"):
+        images.append(image)
+        masks.append(mask)
+        names.append(name.decode())
+    return _stack(split, images, masks, names, [])
+
+
+# --- local files --------------------------------------------------------------------------------
+
+_SLICE = re.compile(r"^(?P<name>\w+)(?:\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
+
+
+def parse_split(split: str) -> tuple:
+    """'train[10%:]' -> ('train', '10%', None), as tfds writes split slices."""
+    match = _SLICE.match(split.replace(" ", ""))
+    if not match:
+        raise DataError(f"split {split!r}: expected a name with an optional slice, e.g. "
+                        "'train', 'train[:80%]', 'test[100:]'")
+    return match["name"], match["start"], match["stop"]
+
+
+def _slice(items: list, start, stop) -> list:
+    def index(bound):
+        if bound is None:
+            return None
+        if bound.endswith("%"):
+            return round(len(items) * int(bound[:-1]) / 100)
+        return int(bound)
+
+    return items[index(start):index(stop)]
+
+
+def _read_pair(image_path: Path, mask_path: Path, config, encoding: str):
+    """(image, mask, None) resized and labelled, or (None, None, reason)."""
+    if not mask_path.is_file():
+        return None, None, f"no mask ({mask_path.name} missing)"
+    try:
+        image = read_image(image_path)
+        mask = read_mask(mask_path)
+    except ImageReadError as error:
+        return None, None, str(error)
+    if image.shape[:2] != mask.shape:
+        return None, None, (f"image is {image.shape[1]}x{image.shape[0]} but its mask is "
+                            f"{mask.shape[1]}x{mask.shape[0]}")
+    values = np.unique(mask)
+    if encoding == "trimap":
+        bad = values[(values < 1) | (values > 3)]
+        if bad.size:
+            return None, None, f"trimap values {bad.tolist()} outside 1/2/3"
+        mask = preprocess.trimap_to_classes(mask, config.labels).numpy()
+    else:
+        if set(values.tolist()) <= {0, 255}:
+            mask = (mask == 255).astype(np.uint8)  # 0/255 binary masks
+        elif config.labels == "binary":
+            if values.max() > 1:
+                return None, None, f"binary mask values {values.tolist()}: expected 0/1 or 0/255"
+        if mask.max() >= config.num_classes:
+            return None, None, (f"mask values {np.unique(mask).tolist()} outside the "
+                                f"{config.num_classes} classes {list(config.class_names)}")
+    image = preprocess.resize_image(image, config.image_size).numpy()
+    mask = preprocess.resize_mask(mask, config.image_size).numpy()
+    return image, mask, None
+
+
+def _read_pairs(split: str, pairs: list, config, encoding: str, skipped: list) -> Split:
+    """Reads (name, image path, mask path) triples on all cores, with a progress bar."""
+    images, masks, names = [], [], []
+    with ThreadPoolExecutor() as pool:
+        results = pool.map(lambda p: _read_pair(p[1], p[2], config, encoding), pairs)
+        for (name, _, _), (image, mask, reason) in tqdm(
+                zip(pairs, results), total=len(pairs), desc=f"{split:>10}", unit="img"):
+            if reason:
+                skipped.append((name, reason))
+            else:
+                images.append(image)
+                masks.append(mask)
+                names.append(name)
+    return _stack(split, images, masks, names, skipped)
+
+
+def _stack(split, images, masks, names, skipped) -> Split:
+    if not images:
+        detail = "".join(f"\n  {n}: {r}" for n, r in skipped[:10])
+        raise DataError(f"split {split!r} has no usable examples "
+                        f"({len(skipped)} skipped){detail}")
+    return Split(split, np.stack(images), np.stack(masks), names, skipped)
+
+
+def _oxford_split(config, split: str) -> Split:
+    """A split of a local copy laid out as the dataset's archives unpack."""
+    root = Path(config.data_dir).expanduser()
+    images_dir, trimaps_dir = root / "images", root / "annotations" / "trimaps"
+    for folder in (images_dir, trimaps_dir):
+        if not folder.is_dir():
+            hint = (" It holds images/ and masks/: use --dataset folder." if
+                    (root / "masks").is_dir() else "")
+            raise DataError(
+                f"--data-dir {root}: no {folder.relative_to(root)}/ folder; expected the "
+                "oxford_iiit_pet layout (images/, annotations/trimaps/, annotations/trainval.txt, "
+                f"annotations/test.txt).{hint}"
+            )
+    name, start, stop = parse_split(split)
+    if name not in OXFORD_LISTS:
+        raise DataError(f"split {split!r}: a local oxford_iiit_pet copy has the splits "
+                        f"{', '.join(OXFORD_LISTS)}")
+    list_file = root / "annotations" / OXFORD_LISTS[name]
+    if not list_file.is_file():
+        raise DataError(f"split {split!r}: the split list {list_file} is missing; the dataset's "
+                        "annotations.tar.gz holds it")
+    rows = [line.split()[0] for line in list_file.read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    rows = _slice(rows, start, stop)
+    skipped = []
+    pairs = []
+    for row in rows:
+        image_path = images_dir / f"{row}.jpg"
+        if not image_path.is_file():
+            skipped.append((row, f"listed in {list_file.name} but {image_path.name} is missing"))
+            continue
+        pairs.append((row, image_path, trimaps_dir / f"{row}.png"))
+    return _read_pairs(split, pairs, config, "trimap", skipped)
+
+
+def _folder_split(config, split: str) -> Split:
+    """A user's images/ + masks/ (or <split>/images/ + <split>/masks/)."""
+    root = Path(config.data_dir).expanduser()
+    name, start, stop = parse_split(split)
+    base = root / name if (root / name / "images").is_dir() else root
+    images_dir, masks_dir = base / "images", base / "masks"
+    if not images_dir.is_dir() or not masks_dir.is_dir():
+        raise DataError(
+            f"--data-dir {root}: expected images/ and masks/ (or {name}/images/ and "
+            f"{name}/masks/) holding files with the same stem, e.g. images/cat1.jpg and "
+            "masks/cat1.png"
+        )
+    if base == root and name not in ("train",):
+        raise DataError(
+            f"--data-dir {root} has no {name}/ folder for split {split!r}; with one images/ "
+            "folder, carve validation out of it with --validation-fraction 0.2"
+        )
+    masks = {p.stem: p for p in sorted(masks_dir.iterdir()) if p.is_file()}
+    files = sorted(p for p in images_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"{images_dir} is empty")
+    files = _slice(files, start, stop)
+    pairs = [(p.stem, p, masks.get(p.stem, masks_dir / f"{p.stem}.png")) for p in files]
+    return _read_pairs(split, pairs, config, "index", [])
+
+
+def _synthetic_split(config, name: str, count: int, seed: int) -> Split:
+    images, masks = [], []
+    for example in synthetic.make_examples(count, seed):
+        images.append(preprocess.resize_image(example["image"], config.image_size).numpy())
+        mask = preprocess.resize_mask(example["segmentation_mask"][..., 0], config.image_size)
+        masks.append(preprocess.trimap_to_classes(mask, config.labels).numpy())
+    return _stack(name, images, masks, [f"synthetic_{seed}_{i}" for i in range(count)], [])

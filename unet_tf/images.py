@@ -1,0 +1,90 @@
+"""Reading image and mask files as they come in the wild, with Pillow.
+
+Photographs arrive as JPEG (RGB, grayscale or CMYK), PNG (RGB, RGBA, palette, 16-bit), GIF, BMP,
+often under the wrong extension: the file's content decides, never its name. Every reader returns
+a uint8 array or raises `ImageReadError` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Above this many pixels an image is refused before it is decoded: a 20000 x 20000 "photo" is far
+# more likely a decompression bomb than a pet, and decoding it would take gigabytes.
+MAX_PIXELS = 100_000_000
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """A file that is not a readable image (or mask); the message names the file and the reason."""
+
+
+def _open(path, max_pixels: int):
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageReadError(
+                    f"{path}: {width}x{height} pixels is above the limit of {max_pixels:,} "
+                    "(a decompression bomb, or an image far larger than a photograph); resize it "
+                    "first"
+                )
+            image.load()
+            return image
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{path}: {error}") from None
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except (OSError, SyntaxError, ValueError) as error:  # Pillow's ways of saying "not an image"
+        raise ImageReadError(f"{path}: not a readable image ({error})") from None
+
+
+def read_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The first frame of an image file as uint8 RGB [height, width, 3]."""
+    image = _open(path, max_pixels)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale: keep the top 8 bits instead of letting convert() clip at 255.
+        values = np.asarray(image, dtype=np.uint32)
+        values = (values >> 8) if values.max() > 255 else values
+        return np.repeat(values.astype(np.uint8)[..., None], 3, axis=-1)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels over white, as a viewer would show them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def read_mask(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A label map as uint8 [height, width]: palette indices as stored, not their colours."""
+    image = _open(path, max_pixels)
+    if image.mode in ("P", "L"):
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.int64)
+        if values.max() > 255:
+            raise ImageReadError(f"{path}: mask values up to {values.max()}, expected at most 255")
+        return values.astype(np.uint8)
+    if image.mode == "1":
+        return np.asarray(image, dtype=np.uint8)
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    if not (np.array_equal(array[..., 0], array[..., 1])
+            and np.array_equal(array[..., 0], array[..., 2])):
+        raise ImageReadError(
+            f"{path}: a colour ({image.mode}) mask; expected one class index per pixel "
+            "(a grayscale or palette PNG)"
+        )
+    return array[..., 0]
+
+
+def write_png(path, array: np.ndarray) -> None:
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path, format="PNG")
