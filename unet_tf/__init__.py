@@ -5,11 +5,6 @@ Importing it registers the custom losses and metrics, so a saved `model.keras` l
 `keras.models.load_model` after `import unet_tf`.
 """
 
-import os
-
-# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) buries the output users need.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from unet_tf import losses, metrics  # noqa: F401  (registers the Keras serializables)
 from unet_tf.model import build_unet  # noqa: F401
 

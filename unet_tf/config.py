@@ -169,9 +169,6 @@ class Config:
         coerced = {k: _coerce(known[k], v) for k, v in values.items()}
         return dataclasses.replace(base, **coerced)
 
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
     @classmethod
     def load(cls, path) -> "Config":
         return cls.from_dict(json.loads(Path(path).read_text()))
@@ -196,7 +193,7 @@ PRESETS = {
         "dataset": "synthetic",
         "image_size": 96,
         "batch_size": 16,
-        "epochs": 12,
+        "epochs": 20,
         "encoder_weights": "none",
         "alpha": 0.35,  # the narrowest MobileNetV2: ~6x fewer encoder FLOPs than 1.0
         "decoder_filters": (128, 64, 32, 16),  # a quarter of the tutorial's, to match alpha

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,9 @@ import tensorflow as tf
 
 from unet_tf import data, losses, metrics, plots
 from unet_tf.config import Config, ConfigError, add_config_flags, config_from_args
+from unet_tf.evaluate import evaluate_split
 from unet_tf.model import WeightsUnavailableError, build_unet
+from unet_tf.run_files import AtomicModelCheckpoint, write_json
 
 MONITOR = "val_dice"  # early stopping and checkpointing follow validation mean Dice
 PREDICTION_EXAMPLES = 6
@@ -85,21 +86,14 @@ def compile_model(model: keras.Model, config: Config) -> None:
     )
 
 
-def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Class indices [N, S, S] for uint8 images [N, S, S, 3]."""
-    batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(data.normalize)
-    return np.concatenate([np.argmax(model.predict_on_batch(b), axis=-1) for b in batches])
+def _progress_verbosity() -> int:
+    """Keras progress bars in terminals and notebooks; one line per epoch in log files."""
+    return 1 if sys.stdout.isatty() or "ipykernel" in sys.modules else 2
 
 
-def evaluate_split(model: keras.Model, split: data.Split, class_names) -> tuple:
-    """(scores dict, confusion matrix) of a model on a split, at the model's input size."""
-    predicted = predict_masks(model, split.images)
-    cm = metrics.confusion_matrix(split.masks, predicted, len(class_names))
-    return metrics.scores_from_confusion(cm, class_names), cm, predicted
-
-
-def train(config: Config, run_dir: str | Path | None = None, verbose="auto") -> Path:
+def train(config: Config, run_dir: str | Path | None = None, verbose=None) -> Path:
     """Trains as `config` says and returns the run folder."""
+    verbose = _progress_verbosity() if verbose is None else verbose
     keras.utils.set_random_seed(config.seed)
     model = build_model(config)  # first: a missing weights file fails in seconds
     train_split, val_split = data.load_splits(config)
@@ -107,7 +101,7 @@ def train(config: Config, run_dir: str | Path | None = None, verbose="auto") -> 
         print(data.summary(split, config.class_names))
 
     run = make_run_dir(str(run_dir or config.run_dir), config)
-    config.save(run / "config.json")
+    write_json(run / "config.json", config.to_dict())
     print(f"run folder: {run}")
     train_batches = data.make_dataset(train_split.images, train_split.masks, config.batch_size,
                                       training=True, shuffle_buffer=config.shuffle_buffer,
@@ -116,8 +110,8 @@ def train(config: Config, run_dir: str | Path | None = None, verbose="auto") -> 
                                     training=False)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(run / "model.keras", monitor=MONITOR, mode="max",
-                                        save_best_only=True),
+        AtomicModelCheckpoint(run / "model.keras", monitor=MONITOR, mode="max",
+                              save_best_only=True),
         keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience,
                                       restore_best_weights=True, verbose=1),
         keras.callbacks.CSVLogger(run / "history.csv"),
@@ -130,10 +124,9 @@ def train(config: Config, run_dir: str | Path | None = None, verbose="auto") -> 
 
     scores, _, predicted = evaluate_split(model, val_split, config.class_names)
     best_epoch = int(np.nanargmax(history[MONITOR])) + 1
-    report = {"split": val_split.name, "examples": len(val_split), "best_epoch": best_epoch,
-              "epochs_run": len(history["loss"]), "training_seconds": round(seconds, 1),
-              **scores}
-    (run / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = {**scores, "best_epoch": best_epoch, "epochs_run": len(history["loss"]),
+              "training_seconds": round(seconds, 1)}
+    write_json(run / "metrics.json", report)
     plots.plot_curves(history, run / "curves.png", MONITOR)
     picks = np.linspace(0, len(val_split) - 1, min(PREDICTION_EXAMPLES, len(val_split))).astype(int)
     plots.plot_predictions(val_split.images[picks], val_split.masks[picks], predicted[picks],

@@ -72,27 +72,30 @@ class Split:
                      [n for n, k in zip(self.names, keep) if k], list(self.skipped))
 
 
+def load_split(config, split: str) -> Split:
+    """One split of the configured dataset, e.g. "train", "test" or "train[:80%]"."""
+    if config.dataset == "synthetic":
+        # Two fixed sets: "train" and anything else ("validation", "test").
+        if parse_split(split)[0] == "train":
+            return _synthetic_split(config, split, config.synthetic_train_examples, config.seed)
+        return _synthetic_split(config, split, config.synthetic_val_examples, config.seed + 10_000)
+    if config.dataset == "oxford_iiit_pet" and not config.data_dir:
+        return _tfds_split(config, split)
+    read = _oxford_split if config.dataset == "oxford_iiit_pet" else _folder_split
+    return read(config, split)
+
+
 def load_splits(config) -> tuple:
     """(train, validation) `Split`s for a `Config`."""
-    if config.dataset == "synthetic":
-        train = _synthetic_split(config, "train", config.synthetic_train_examples, config.seed)
-        val = _synthetic_split(config, "validation", config.synthetic_val_examples,
-                               config.seed + 10_000)
-        if config.validation_fraction:
-            return _carve(train, config.validation_fraction)
-        return train, val
+    if not config.validation_fraction:
+        return load_split(config, config.train_split), load_split(config, config.val_split)
     if config.dataset == "oxford_iiit_pet" and not config.data_dir:
-        if config.validation_fraction:
-            percent = round(100 * (1 - config.validation_fraction))
-            base = config.train_split
-            return (_tfds_split(config, f"{base}[:{percent}%]"),
-                    _tfds_split(config, f"{base}[{percent}%:]"))
-        return _tfds_split(config, config.train_split), _tfds_split(config, config.val_split)
-    read = _oxford_split if config.dataset == "oxford_iiit_pet" else _folder_split
-    train = read(config, config.train_split)
-    if config.validation_fraction:
-        return _carve(train, config.validation_fraction)
-    return train, read(config, config.val_split)
+        # tfds slices its (already shuffled) records.
+        percent = round(100 * (1 - config.validation_fraction))
+        base = config.train_split
+        return (_tfds_split(config, f"{base}[:{percent}%]"),
+                _tfds_split(config, f"{base}[{percent}%:]"))
+    return _carve(load_split(config, config.train_split), config.validation_fraction)
 
 
 def _carve(split: Split, fraction: float) -> tuple:

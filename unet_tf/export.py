@@ -1,0 +1,157 @@
+"""Export a trained model as a TF SavedModel that takes raw pixels (and optionally TFLite).
+
+    python -m unet_tf.export --model runs/RUN/model.keras --out exports/pets
+    python -m unet_tf.export --model runs/RUN/model.keras --out exports/pets --tflite --quantize
+    saved_model_cli show --dir exports/pets --all
+
+The SavedModel's signatures put the preprocessing inside the graph, so a client sends pixels and
+gets a mask at its own resolution:
+
+- `serving_default(images)`: uint8 [batch, height, width, 3], any height and width;
+- `serve_bytes(images)`: string [batch], encoded JPEG / PNG / GIF / BMP images of one size;
+
+both returning `mask` (int32 [batch, height, width], class indices) and `probabilities` (float32
+[batch, height, width, classes]). Inside: bilinear resize to the model's input size and scaling to
+[0, 1] exactly as in training, the U-Net, softmax, and a bilinear resize of the probabilities back to
+the input's size before the argmax.
+
+`metadata.json` beside it records the class names in output order, the input size, the label mode,
+the training configuration and the validation metrics. `--tflite` adds `model.tflite` (float32
+input [1, S, S, 3] in [0, 1], output logits [1, S, S, classes]: resize and scale on the device);
+`--quantize` also writes `model_quantized.tflite` (dynamic-range int8 weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+import unet_tf  # noqa: F401  (registers the custom losses and metrics for loading)
+from unet_tf.data import normalize, resize_image
+from unet_tf.run_files import RunInfo, atomic_write_bytes, load_model_safely
+
+
+def segment(model: keras.Model, images):
+    """(mask, probabilities) at the images' own size for uint8 images [B, H, W, 3].
+
+    The one inference path: predict and export both call it, so a served photo and a predicted
+    photo go through the same operations.
+    """
+    size = model.input_shape[1]
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    logits = model(normalize(resize_image(images, size)), training=False)
+    probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+    probabilities = tf.image.resize(probabilities, tf.stack([height, width]), method="bilinear")
+    mask = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    return mask, probabilities
+
+
+def _decode(encoded):
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
+
+
+def export_saved_model(model: keras.Model, out: Path, info: RunInfo) -> Path:
+    """Writes the SavedModel and metadata.json to `out` (replaced as a whole, never half-written)."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serving_default(images):
+        mask, probabilities = segment(model, images)
+        return {"mask": mask, "probabilities": probabilities}
+
+    def serve_bytes(images):
+        decoded = tf.map_fn(_decode, images, fn_output_signature=tf.TensorSpec(
+            [None, None, 3], tf.uint8))
+        return serving_default(decoded)
+
+    archive.add_endpoint("serving_default", serving_default, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    archive.add_endpoint("serve_bytes", serve_bytes, input_signature=[
+        tf.TensorSpec([None], tf.string, name="images")])
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        archive.write_out(str(staging), verbose=False)
+        metadata = {
+            "class_names": list(info.class_names),
+            "input_size": info.input_size,
+            "labels": info.labels,
+            "signatures": {
+                "serving_default": "images: uint8 [batch, height, width, 3]",
+                "serve_bytes": "images: string [batch] of encoded images of one size",
+                "outputs": "mask: int32 [batch, height, width]; probabilities: float32 "
+                           "[batch, height, width, classes]",
+            },
+            "config": info.config,
+            "validation_metrics": info.metrics,
+        }
+        (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        _replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _replace_dir(staging: Path, out: Path) -> None:
+    """Moves `staging` to `out`; an existing `out` is swapped away first, then removed."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_tflite(model: keras.Model, path: Path, quantize: bool = False) -> Path:
+    """A TFLite flatbuffer of the bare model: float32 [1, S, S, 3] in [0, 1] -> logits."""
+    size = model.input_shape[1]
+    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec([1, size, size, 3], tf.float32, name="image"))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
+    atomic_write_bytes(path, converter.convert())
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m unet_tf.export", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("--model", required=True, help="a model.keras from a training run")
+    parser.add_argument("--out", required=True, help="the SavedModel folder to write (replaced)")
+    parser.add_argument("--tflite", action="store_true", help="also write model.tflite (float32)")
+    parser.add_argument("--quantize", action="store_true",
+                        help="with --tflite: also write model_quantized.tflite (dynamic range)")
+    args = parser.parse_args(argv)
+    try:
+        model, info = load_model_safely(args.model)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = export_saved_model(model, Path(args.out), info)
+    print(f"SavedModel: {out} (signatures serving_default, serve_bytes; classes "
+          f"{', '.join(info.class_names)})")
+    if args.tflite or args.quantize:
+        path = export_tflite(model, out / "model.tflite")
+        print(f"TFLite float32: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+        if args.quantize:
+            path = export_tflite(model, out / "model_quantized.tflite", quantize=True)
+            print(f"TFLite dynamic-range quantized: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Segment photographs with a trained model or an exported SavedModel.
+
+    python -m unet_tf.predict --model runs/RUN/model.keras --out predictions photo.jpg
+    python -m unet_tf.predict --model exports/pets --out predictions photos/ more.png
+    python -m unet_tf.predict --model runs/RUN/model.keras --out predictions --postprocess largest,fill photos/
+
+For every input image (JPEG incl. CMYK and grayscale, PNG incl. RGBA, palette and 16-bit, GIF's
+first frame, BMP, TIFF, WebP; any size) it writes into --out:
+
+- `<stem>_mask.png`: the class index of every pixel (0, 1, ...) at the photo's own resolution;
+- `<stem>_overlay.png`: the photo with the predicted classes tinted (background left as is).
+
+Folders are searched (not recursively) for image files. A file that cannot be read is reported
+with the reason and the others are still processed; the exit status is 1 if any failed. Nothing is
+written outside --out, and an output that would overwrite an input is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from unet_tf import images as image_io
+from unet_tf import plots, postprocess
+from unet_tf.export import segment
+from unet_tf.run_files import load_model_safely
+
+
+class Segmenter:
+    """Photo (uint8 [H, W, 3]) -> class mask [H, W], from a model.keras or a SavedModel folder."""
+
+    def __init__(self, model_path):
+        path = Path(model_path)
+        if path.is_dir():
+            metadata_path = path / "metadata.json"
+            if not (path / "saved_model.pb").is_file():
+                raise FileNotFoundError(f"--model {path}: not a SavedModel folder (no "
+                                        "saved_model.pb); give a model.keras or an export")
+            self._function = tf.saved_model.load(str(path)).signatures["serving_default"]
+            metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+            classes = int(self._function.structured_outputs["probabilities"].shape[-1])
+            self.class_names = tuple(metadata.get("class_names",
+                                                  [f"class_{i}" for i in range(classes)]))
+        else:
+            model, info = load_model_safely(path)
+            self.class_names = info.class_names
+            self._function = tf.function(
+                lambda images: dict(zip(("mask", "probabilities"), segment(model, images))),
+                input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        outputs = self._function(images=tf.constant(image[None]))
+        return outputs["mask"][0].numpy().astype(np.uint8)
+
+
+def collect_inputs(inputs) -> tuple:
+    """(files, problems): the image files named or found in folders, and what was not found."""
+    files, problems = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file()
+                           and p.suffix.lower() in image_io.IMAGE_SUFFIXES)
+            if not found:
+                problems.append((path, f"{path}: folder holds no image files "
+                                       f"({', '.join(image_io.IMAGE_SUFFIXES)})"))
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append((path, f"{path}: no such file or folder"))
+    return files, problems
+
+
+def output_names(files, out: Path) -> list:
+    """(mask path, overlay path) per file: unique stems within --out, never an input's path."""
+    inputs = {f.resolve() for f in files}
+    used, names = set(), []
+    for f in files:
+        stem, n = f.stem, 1
+        while stem in used or {(out / f"{stem}_mask.png").resolve(),
+                               (out / f"{stem}_overlay.png").resolve()} & inputs:
+            n += 1
+            stem = f"{f.stem}_{n}"
+        used.add(stem)
+        names.append((out / f"{stem}_mask.png", out / f"{stem}_overlay.png"))
+    return names
+
+
+def predict_files(segmenter: Segmenter, files, out: Path, steps=(), max_pixels=image_io.MAX_PIXELS,
+                  progress: bool = True) -> list:
+    """Writes masks and overlays; returns (path, message naming it) for the files that failed."""
+    out.mkdir(parents=True, exist_ok=True)
+    background = (segmenter.class_names.index("background")
+                  if "background" in segmenter.class_names else None)
+    failures = []
+    pairs = list(zip(files, output_names(files, out)))
+    for path, (mask_path, overlay_path) in tqdm(pairs, desc="predict", unit="img",
+                                                 disable=not progress or len(files) < 2):
+        try:
+            image = image_io.read_image(path, max_pixels=max_pixels)
+        except image_io.ImageReadError as error:
+            failures.append((path, str(error)))
+            continue
+        mask = postprocess.postprocess(segmenter(image), segmenter.class_names, steps)
+        image_io.write_png(mask_path, mask)
+        image_io.write_png(overlay_path, plots.overlay(image, mask, skip_class=background))
+    return failures
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m unet_tf.predict", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("--model", required=True, help="a model.keras or an exported SavedModel folder")
+    parser.add_argument("--out", required=True, help="folder for the masks and overlays")
+    parser.add_argument("--postprocess", default=postprocess.DEFAULT,
+                        help=f"none or a comma-separated list of {', '.join(postprocess.STEPS)} "
+                             f"(default: {postprocess.DEFAULT})")
+    parser.add_argument("--max-pixels", type=int, default=image_io.MAX_PIXELS,
+                        help="refuse images above this many pixels (default: %(default)s)")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    args = parser.parse_args(argv)
+    try:
+        steps = postprocess.parse(args.postprocess)
+        segmenter = Segmenter(args.model)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    files, problems = collect_inputs(args.inputs)
+    out = Path(args.out)
+    failures = problems + predict_files(segmenter, files, out, steps, args.max_pixels)
+    done = len(files) - (len(failures) - len(problems))
+    print(f"{done} of {len(files)} images segmented into {out}/ (<stem>_mask.png, "
+          f"<stem>_overlay.png; classes {', '.join(segmenter.class_names)})")
+    for _, reason in failures:
+        print(f"failed: {reason}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
