@@ -92,3 +92,10 @@ def run_python():
         return process, time.perf_counter() - started
 
     return run
+
+
+def pytest_configure(config):
+    # Keras 3.15 + numpy 2 warn from inside keras (backend/tensorflow/core.py) on every variable it
+    # saves; nothing the project can act on, and it buries real warnings.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")

@@ -117,12 +117,15 @@ def _replace_dir(staging: Path, out: Path) -> None:
 def export_tflite(model: keras.Model, path: Path, quantize: bool = False) -> Path:
     """A TFLite flatbuffer of the bare model: float32 [1, S, S, 3] in [0, 1] -> logits."""
     size = model.input_shape[1]
-    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec([1, size, size, 3], tf.float32, name="image"))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
-    if quantize:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
-    atomic_write_bytes(path, converter.convert())
+    with tempfile.TemporaryDirectory() as staging:
+        # Converting through Keras' own SavedModel export: converting a concrete function of the
+        # model directly produced NaN outputs with TF 2.21.
+        model.export(staging, format="tf_saved_model", verbose=False,
+                     input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="image")])
+        converter = tf.lite.TFLiteConverter.from_saved_model(staging)
+        if quantize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
+        atomic_write_bytes(path, converter.convert())
     return path
 
 

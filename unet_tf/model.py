@@ -160,8 +160,9 @@ def build_unet(input_size: int = 128, num_classes: int = 3, encoder_weights: str
     for filters, skip in zip(decoder_filters, reversed(skips)):
         x = upsample_block(filters, dropout, name=f"up_{skip.shape[1]}_{filters}")(x)
         x = keras.layers.Concatenate()([x, skip])
+    # float32 logits even under mixed precision, so softmax and the losses stay accurate.
     logits = keras.layers.Conv2DTranspose(num_classes, 3, strides=2, padding="same",
-                                          name="logits")(x)
+                                          name="logits", dtype="float32")(x)
     return keras.Model(inputs, logits, name="unet")
 
 

@@ -61,8 +61,29 @@ def make_run_dir(run_dir: str, config: Config) -> Path:
     return path
 
 
+def use_mixed_precision(config: Config) -> bool:
+    if config.mixed_precision == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    return config.mixed_precision == "on"
+
+
 def build_model(config: Config) -> keras.Model:
-    """The U-Net for a `Config`, compiled with its optimizer, loss and metrics."""
+    """The U-Net for a `Config`, compiled with its optimizer, loss and metrics.
+
+    Under mixed precision the layers compute in float16 and keep float32 weights; the logits
+    layer stays float32. The global Keras policy is restored before returning.
+    """
+    previous = keras.mixed_precision.global_policy()
+    if use_mixed_precision(config):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _build_model(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    return model
+
+
+def _build_model(config: Config) -> keras.Model:
     model = build_unet(
         input_size=config.image_size, num_classes=config.num_classes,
         encoder_weights=config.encoder_weights, freeze_encoder=config.freeze_encoder,

@@ -1,0 +1,128 @@
+"""evaluate: figures checked against a hand-computed case, through the command line."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from unet_tf.evaluate import binary_scores, main
+
+# Two 4x4 images, binary labels (0 background, 1 pet).
+TRUTH = np.array([
+    [[0, 0, 0, 0],
+     [0, 1, 1, 0],
+     [0, 1, 1, 0],
+     [0, 0, 0, 0]],
+    [[1, 1, 0, 0],
+     [1, 1, 0, 0],
+     [0, 0, 0, 0],
+     [0, 0, 0, 0]],
+], np.uint8)
+PREDICTED = np.array([
+    [[0, 0, 0, 0],
+     [0, 1, 1, 1],
+     [0, 1, 0, 0],
+     [0, 0, 0, 0]],
+    [[0, 0, 0, 0],
+     [0, 0, 0, 0],
+     [0, 0, 0, 0],
+     [0, 0, 0, 0]],
+], np.uint8)
+# By hand. Image 1: truth 4 pet, predicted 4 pet, overlap 3. Image 2: truth 4, predicted 0.
+# Pet: TP 3, FP 1, FN 5 -> Dice 6/12 = 0.5, IoU 3/9.
+# Background: TN-as-TP 23 (32 - 3 - 1 - 5), FP 5, FN 1 -> Dice 46/52, IoU 23/29.
+# Pixel accuracy 26/32. Per image pet Dice: 6/8 and 0 -> mean 0.375; IoU 3/5 and 0 -> 0.3.
+EXPECTED = {
+    "pet_dice": 0.5, "pet_iou": 3 / 9, "background_dice": 46 / 52, "background_iou": 23 / 29,
+    "pixel_accuracy": 26 / 32, "mean_dice_per_image": 0.375, "mean_iou_per_image": 0.3,
+}
+
+
+def _one_hot_model(size):
+    """A model whose prediction is the image's colour: red -> class 0, green -> class 1."""
+    inputs = keras.Input((size, size, 3))
+    conv = keras.layers.Conv2D(2, 1, use_bias=False)
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.array([[[[1, 0], [0, 1], [0, 0]]]], np.float32)])
+    return model
+
+
+@pytest.fixture()
+def hand_case(tmp_path):
+    """A model.keras predicting PREDICTED on a folder dataset whose masks are TRUTH (32x32,
+    every label pixel blown up 8x8 so resizing to the model size is exact)."""
+    size = 32
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for i, (truth, predicted) in enumerate(zip(TRUTH, PREDICTED)):
+        big_pred = np.kron(predicted, np.ones((8, 8), np.uint8))
+        image = np.zeros((size, size, 3), np.uint8)
+        image[..., 0] = 255 * (big_pred == 0)
+        image[..., 1] = 255 * (big_pred == 1)
+        Image.fromarray(image).save(data / "images" / f"ex{i}.png")
+        Image.fromarray(255 * np.kron(truth, np.ones((8, 8), np.uint8))).save(
+            data / "masks" / f"ex{i}.png")
+    model_path = tmp_path / "model.keras"
+    _one_hot_model(size).save(model_path)
+    return model_path, data
+
+
+def test_evaluate_cli_hand_computed(hand_case, tmp_path, capsys):
+    model_path, data = hand_case
+    json_path = tmp_path / "report.json"
+    status = main(["--model", str(model_path), "--dataset", "folder", "--data-dir", str(data),
+                   "--labels", "binary", "--split", "train", "--json", str(json_path)])
+    printed = capsys.readouterr().out
+    assert status == 0
+    report = json.loads(json_path.read_text())
+    # Pixel counts are the hand case's, each pixel blown up 64 times.
+    assert report["pixels"] == 32 * 64
+    cm = np.array(report["confusion_matrix"]) // 64
+    np.testing.assert_array_equal(cm, [[23, 1], [5, 3]])  # rows: true background, true pet
+    assert report["dice"]["foreground"] == pytest.approx(EXPECTED["pet_dice"])
+    assert report["iou"]["foreground"] == pytest.approx(EXPECTED["pet_iou"])
+    assert report["dice"]["background"] == pytest.approx(EXPECTED["background_dice"])
+    assert report["iou"]["background"] == pytest.approx(EXPECTED["background_iou"])
+    assert report["mean_dice"] == pytest.approx((EXPECTED["pet_dice"]
+                                                 + EXPECTED["background_dice"]) / 2)
+    assert report["pixel_accuracy"] == pytest.approx(EXPECTED["pixel_accuracy"])
+    binary = report["pet_vs_background"]
+    assert binary["dice"] == pytest.approx(EXPECTED["pet_dice"])
+    assert binary["mean_dice_per_image"] == pytest.approx(EXPECTED["mean_dice_per_image"])
+    assert binary["mean_iou_per_image"] == pytest.approx(EXPECTED["mean_iou_per_image"])
+    assert (tmp_path / "report_confusion.png").is_file()
+    assert "foreground" in printed and "0.5000" in printed
+
+
+def test_binary_scores_empty_images_score_one():
+    empty = np.zeros((1, 4, 4), np.uint8)
+    scores = binary_scores(empty, empty, (1,))
+    assert scores["mean_dice_per_image"] == 1.0 and scores["dice"] == 1.0
+
+
+def test_evaluate_defaults_to_the_runs_validation_split(tiny_run, capsys):
+    assert main(["--model", str(tiny_run / "model.keras")]) == 0
+    report = json.loads((tiny_run / "evaluation_test.json").read_text())
+    saved = json.loads((tiny_run / "metrics.json").read_text())
+    # The same model on the same split: the same figures training wrote.
+    assert report["mean_dice"] == pytest.approx(saved["mean_dice"], abs=1e-9)
+    assert report["dice"] == pytest.approx(saved["dice"])
+    assert report["examples"] == saved["examples"]
+
+
+def test_evaluate_on_real_sample(tiny_run, pets_sample, tmp_path):
+    json_path = tmp_path / "real.json"
+    assert main(["--model", str(tiny_run / "model.keras"), "--data-dir", str(pets_sample),
+                 "--split", "test[:20]", "--json", str(json_path)]) == 0
+    report = json.loads(json_path.read_text())
+    assert report["examples"] == 20
+    assert set(report["dice"]) == {"pet", "background", "border"}
+    assert 0.0 <= report["pet_vs_background"]["dice"] <= 1.0
+
+
+def test_evaluate_rejects_label_mode_that_does_not_fit(tiny_run, capsys):
+    assert main(["--model", str(tiny_run / "model.keras"), "--labels", "binary"]) == 2
+    assert "3" in capsys.readouterr().err

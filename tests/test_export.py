@@ -1,0 +1,163 @@
+"""Export: the SavedModel reloaded in a new process serves what the Keras model predicts."""
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unet_tf.data import synthetic
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    from unet_tf.export import main
+
+    out = tmp_path_factory.mktemp("export") / "pets"
+    assert main(["--model", str(tiny_run / "model.keras"), "--out", str(out), "--tflite"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def photos(pets_sample_or_none):
+    """Photos of several sizes and aspect ratios: synthetic ones, and a real one if available."""
+    rng = np.random.default_rng(3)
+    images = [synthetic.make_example(rng)["image"] for _ in range(3)]
+    if pets_sample_or_none is not None:
+        from unet_tf.images import read_image
+
+        images.append(read_image(pets_sample_or_none / "images" / "Abyssinian_1.jpg"))
+    return images
+
+
+@pytest.fixture(scope="module")
+def pets_sample_or_none():
+    sample = Path(__file__).resolve().parents[2] / "shared/data/oxford-pets-sample"
+    return sample if (sample / "images").is_dir() else None
+
+
+def _keras_outputs(run, images):
+    import keras
+
+    import unet_tf  # noqa: F401
+    from unet_tf.export import segment
+
+    model = keras.models.load_model(run / "model.keras")
+    return [tuple(t.numpy() for t in segment(model, image[None])) for image in images]
+
+
+def test_export_writes_savedmodel_and_metadata(exported, tiny_run):
+    assert (exported / "saved_model.pb").is_file()
+    metadata = json.loads((exported / "metadata.json").read_text())
+    assert metadata["class_names"] == ["pet", "background", "border"]
+    assert metadata["input_size"] == 64
+    assert metadata["labels"] == "trimap"
+    assert metadata["config"] == json.loads((tiny_run / "config.json").read_text())
+    assert metadata["validation_metrics"] == json.loads((tiny_run / "metrics.json").read_text())
+    # Written whole, then renamed: no staging folders are left beside it.
+    assert [p.name for p in exported.parent.iterdir()] == ["pets"]
+
+
+def test_reload_in_new_process_matches_keras(exported, tiny_run, photos, tmp_path, run_python):
+    for i, image in enumerate(photos):
+        np.save(tmp_path / f"in_{i}.npy", image)
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "from pathlib import Path\n"
+        "d = Path(sys.argv[2]); served = tf.saved_model.load(sys.argv[1])\n"
+        "f = served.signatures['serving_default']\n"
+        "for p in sorted(d.glob('in_*.npy')):\n"
+        "    out = f(images=tf.constant(np.load(p)[None]))\n"
+        "    np.save(d / p.name.replace('in_', 'mask_'), out['mask'].numpy())\n"
+        "    np.save(d / p.name.replace('in_', 'prob_'), out['probabilities'].numpy())\n"
+    )
+    process, _ = run_python(["-c", script, str(exported), str(tmp_path)], cwd=tmp_path)
+    assert process.returncode == 0, process.stderr[-2000:]
+    for i, (mask, probabilities) in enumerate(_keras_outputs(tiny_run, photos)):
+        served_mask = np.load(tmp_path / f"mask_{i}.npy")
+        served_probabilities = np.load(tmp_path / f"prob_{i}.npy")
+        height, width = photos[i].shape[:2]
+        assert served_mask.shape == (1, height, width) and served_mask.dtype == np.int32
+        assert served_probabilities.shape == (1, height, width, 3)
+        np.testing.assert_allclose(served_probabilities, probabilities, atol=1e-5)
+        # argmax can flip only where two classes tie within float noise
+        flips = served_mask != mask
+        top2 = np.sort(probabilities, axis=-1)[..., -2:]
+        assert np.all(top2[..., 1][flips] - top2[..., 0][flips] < 1e-5)
+
+
+def _png_bytes(image):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_serve_bytes_equals_serving_default(exported, photos):
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(exported))
+    pixels, encoded = served.signatures["serving_default"], served.signatures["serve_bytes"]
+    # A batch of two photos of one size, as serve_bytes requires.
+    batch = np.stack([photos[0], photos[0][::-1]])
+    from_pixels = pixels(images=tf.constant(batch))
+    from_bytes = encoded(images=tf.constant([_png_bytes(b) for b in batch]))
+    np.testing.assert_array_equal(from_bytes["mask"].numpy(), from_pixels["mask"].numpy())
+    np.testing.assert_allclose(from_bytes["probabilities"].numpy(),
+                               from_pixels["probabilities"].numpy(), atol=1e-6)
+
+
+def test_tfsmlayer_loads_export_in_plain_keras(exported, photos):
+    import keras
+    import tensorflow as tf
+
+    layer = keras.layers.TFSMLayer(str(exported), call_endpoint="serving_default")
+    outputs = layer(tf.constant(photos[1][None]))
+    served = tf.saved_model.load(str(exported)).signatures["serving_default"]
+    expected = served(images=tf.constant(photos[1][None]))
+    np.testing.assert_array_equal(outputs["mask"].numpy(), expected["mask"].numpy())
+
+
+def test_tflite_agrees_with_keras(exported, tiny_run, photos):
+    import keras
+    import tensorflow as tf
+
+    from unet_tf.data import normalize, resize_image
+
+    model = keras.models.load_model(tiny_run / "model.keras")
+    interpreter = tf.lite.Interpreter(model_path=str(exported / "model.tflite"))
+    interpreter.allocate_tensors()
+    (input_detail,), (output_detail,) = (interpreter.get_input_details(),
+                                         interpreter.get_output_details())
+    assert list(input_detail["shape"]) == [1, 64, 64, 3]
+    for image in photos:
+        x = normalize(resize_image(image[None], 64)).numpy()
+        interpreter.set_tensor(input_detail["index"], x)
+        interpreter.invoke()
+        np.testing.assert_allclose(interpreter.get_tensor(output_detail["index"]),
+                                   model.predict_on_batch(x), atol=1e-4)
+
+
+def test_saved_model_cli_lists_both_signatures(exported):
+    cli = shutil.which("saved_model_cli", path=str(Path(sys.executable).parent))
+    if cli is None:
+        pytest.skip("saved_model_cli is not installed beside this Python")
+    shown = subprocess.run([cli, "show", "--dir", str(exported), "--all"], capture_output=True,
+                           text=True, timeout=120).stdout
+    default = shown[shown.index("signature_def['serving_default']"):]
+    assert "inputs['images']" in default and "DT_UINT8" in default
+    assert "outputs['mask']" in default and "DT_INT32" in default
+    assert "outputs['probabilities']" in default
+    by_bytes = shown[shown.index("signature_def['serve_bytes']"):]
+    assert "DT_STRING" in by_bytes.split("outputs[")[0]
+
+
+def test_export_refuses_a_folder_as_model(tmp_path, capsys):
+    from unet_tf.export import main
+
+    assert main(["--model", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "model.keras" in capsys.readouterr().err

@@ -1,0 +1,116 @@
+"""predict: every common image format in, a mask at the photo's own size out; bad files named."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unet_tf.predict import main
+
+
+def _photo(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture()
+def mixed_folder(tmp_path):
+    """Good files in every format predict must read, plus two bad ones."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = _photo(45, 70)
+    Image.fromarray(photo).save(folder / "rgb.jpg")
+    Image.fromarray(photo).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(photo).convert("L").save(folder / "gray.jpg")
+    Image.fromarray(np.dstack([photo, np.full(photo.shape[:2], 128, np.uint8)])).save(
+        folder / "rgba.png")
+    Image.fromarray(photo).convert("P").save(folder / "palette.png")
+    Image.fromarray((photo[..., 0].astype(np.uint16) * 257)).save(folder / "deep16.png")
+    Image.fromarray(photo).save(folder / "first_frame.gif")
+    Image.fromarray(_photo(33, 31)).save(folder / "odd_size.bmp")
+    Image.fromarray(photo).save(folder / "gif_named.jpg", format="GIF")
+    (folder / "garbage.jpg").write_bytes(b"not an image at all")
+    (folder / "truncated.png").write_bytes((folder / "rgba.png").read_bytes()[:200])
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    return folder
+
+
+GOOD = {"rgb": (45, 70), "cmyk": (45, 70), "gray": (45, 70), "rgba": (45, 70),
+        "palette": (45, 70), "deep16": (45, 70), "first_frame": (45, 70), "odd_size": (33, 31),
+        "gif_named": (45, 70)}
+
+
+def test_predict_folder_with_good_and_bad_files(tiny_run, mixed_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = main(["--model", str(tiny_run / "model.keras"), "--out", str(out), str(mixed_folder)])
+    err = capsys.readouterr().err
+    assert status == 1  # some inputs failed
+    assert "garbage.jpg" in err and "truncated.png" in err
+    for stem, (height, width) in GOOD.items():
+        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        overlay = np.asarray(Image.open(out / f"{stem}_overlay.png"))
+        assert mask.shape == (height, width), stem
+        assert set(np.unique(mask)) <= {0, 1, 2}
+        assert overlay.shape == (height, width, 3)
+    written = {p.name for p in out.iterdir()}
+    assert written == {f"{s}_{kind}.png" for s in GOOD for kind in ("mask", "overlay")}
+
+
+def test_predict_masks_agree_between_keras_and_savedmodel(tiny_run, tmp_path):
+    from unet_tf.export import main as export_main
+
+    photo = tmp_path / "cat.png"
+    Image.fromarray(_photo(50, 80, seed=4)).save(photo)
+    export = tmp_path / "export"
+    assert export_main(["--model", str(tiny_run / "model.keras"), "--out", str(export)]) == 0
+    assert main(["--model", str(tiny_run / "model.keras"), "--out", str(tmp_path / "k"),
+                 str(photo)]) == 0
+    assert main(["--model", str(export), "--out", str(tmp_path / "s"), str(photo)]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "k" / "cat_mask.png")),
+                                  np.asarray(Image.open(tmp_path / "s" / "cat_mask.png")))
+
+
+def test_predict_never_overwrites_inputs(tiny_run, tmp_path):
+    """--out is the input folder and an input is named like an output: it survives."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(_photo(40, 40)).save(folder / "cat.png")
+    original = _photo(40, 40, seed=9)
+    Image.fromarray(original).save(folder / "cat_mask.png")
+    assert main(["--model", str(tiny_run / "model.keras"), "--out", str(folder),
+                 str(folder / "cat.png"), str(folder / "cat_mask.png")]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(folder / "cat_mask.png")), original)
+    assert (folder / "cat_2_mask.png").is_file()  # the first photo's mask, renamed
+    assert (folder / "cat_mask_mask.png").is_file()
+
+
+def test_predict_refuses_huge_images_by_name(tiny_run, tmp_path, capsys):
+    photo = tmp_path / "huge.png"
+    Image.fromarray(_photo(100, 100)).save(photo)
+    status = main(["--model", str(tiny_run / "model.keras"), "--out", str(tmp_path / "out"),
+                   "--max-pixels", "5000", str(photo)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "huge.png" in err and "limit" in err
+    assert not (tmp_path / "out" / "huge_mask.png").exists()
+
+
+def test_predict_missing_input_and_bad_model(tiny_run, tmp_path, capsys):
+    assert main(["--model", str(tiny_run / "model.keras"), "--out", str(tmp_path / "o"),
+                 str(tmp_path / "nope.jpg")]) == 1
+    assert "nope.jpg" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "o"),
+                 str(tmp_path)]) == 2
+    assert "missing.keras" in capsys.readouterr().err
+
+
+def test_predict_postprocess_applies(tiny_run, tmp_path):
+    photo = tmp_path / "p.png"
+    Image.fromarray(_photo(64, 64, seed=2)).save(photo)
+    assert main(["--model", str(tiny_run / "model.keras"), "--out", str(tmp_path / "o"),
+                 "--postprocess", "largest,fill", str(photo)]) == 0
+    from scipy import ndimage
+
+    mask = np.asarray(Image.open(tmp_path / "o" / "p_mask.png"))
+    pet = mask != 1  # trimap labels: 1 is background
+    assert ndimage.label(pet)[1] <= 1  # at most one pet component
+    assert np.array_equal(ndimage.binary_fill_holes(pet), pet)  # no holes
