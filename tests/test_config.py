@@ -161,7 +161,7 @@ def test_values_given_by_a_file_are_validated(tmp_path):
 
 
 @pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "unet_tf/config.py Config.from_dict/_coerce (line ~169-182) does no type conversion or "
+    "unet_tf/config.py Config.from_dict/_coerce does no type conversion or "
     "checking: PyYAML reads 'learning_rate: 1e-3' (no dot) as the string '1e-3', and "
     "'epochs: \"5\"' is a string too; __post_init__ then compares str with int and raises "
     "TypeError (uncaught by train.main(), so a traceback) instead of using 0.001 or raising "

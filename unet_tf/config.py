@@ -78,6 +78,9 @@ class Config:
     # auto: mixed_float16 on a GPU (about twice as fast on Tensor Cores), float32 on a CPU.
     mixed_precision: str = "auto"
     seed: int = 0
+    # Deterministic TensorFlow ops: the same seed gives the same history on the same machine
+    # (somewhat slower; XLA is off).
+    deterministic: bool = False
     run_dir: str = ""  # empty: a new folder under runs/
 
     def __post_init__(self):

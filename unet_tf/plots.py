@@ -5,8 +5,12 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")  # files, not windows: runs on servers, CI and Colab alike
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 # One colour per class for masks and overlays (pet, background, border for trimaps).
 PALETTE = np.array([
@@ -30,6 +34,15 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45, skip_class
     return np.clip(image * (1 - weight) + tint * weight, 0, 255).astype(np.uint8)
 
 
+def _save(fig, path, dpi) -> None:
+    """Saves to a temporary name and renames: a crash never leaves half a picture."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def plot_curves(history: dict, path, monitor: str = "val_dice") -> None:
     """Loss and mean Dice per epoch, train and validation, with the best epoch marked."""
     epochs = np.arange(1, len(history["loss"]) + 1)
@@ -49,8 +62,7 @@ def plot_curves(history: dict, path, monitor: str = "val_dice") -> None:
     if best:
         axes[1].set_title(f"mean Dice (best validation {history[monitor][best - 1]:.3f})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)
 
 
 def plot_predictions(images, true_masks, predicted_masks, class_names, path, titles=None) -> None:
@@ -63,12 +75,11 @@ def plot_predictions(images, true_masks, predicted_masks, class_names, path, tit
             ax.imshow(panel)
             ax.set_title(title if titles is None or title != "image" else titles[i], fontsize=9)
             ax.axis("off")
-    handles = [matplotlib.patches.Patch(color=colorize(np.array([c]))[0] / 255, label=name)
+    handles = [Patch(color=colorize(np.array([c]))[0] / 255, label=name)
                for c, name in enumerate(class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=len(class_names))
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path, dpi=90)
 
 
 def plot_confusion(cm, class_names, path) -> None:
@@ -86,5 +97,4 @@ def plot_confusion(cm, class_names, path) -> None:
     ax.set_ylabel("true")
     ax.set_title("confusion matrix (row-normalized)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)

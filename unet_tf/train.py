@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from unet_tf import data, losses, metrics, plots
+from unet_tf import resume as resume_lib
 from unet_tf.config import Config, ConfigError, add_config_flags, config_from_args
 from unet_tf.evaluate import evaluate_split
 from unet_tf.model import WeightsUnavailableError, build_unet
@@ -103,7 +104,7 @@ def compile_model(model: keras.Model, config: Config) -> None:
         optimizer=optimizer, loss=losses.loss_from_config(config),
         metrics=metrics.metrics_for(config.class_names),
         # XLA pays off on GPUs; on CPUs it made training steps several times slower.
-        jit_compile=bool(tf.config.list_physical_devices("GPU")),
+        jit_compile=bool(tf.config.list_physical_devices("GPU")) and not config.deterministic,
     )
 
 
@@ -112,37 +113,128 @@ def _progress_verbosity() -> int:
     return 1 if sys.stdout.isatty() or "ipykernel" in sys.modules else 2
 
 
-def train(config: Config, run_dir: str | Path | None = None, verbose=None) -> Path:
-    """Trains as `config` says and returns the run folder."""
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the best model saved before stays as it was."""
+
+
+def train(config: Config, run_dir: str | Path | None = None, verbose=None, callbacks=(),
+          resume: bool = False) -> Path:
+    """Trains as `config` says and returns the run folder.
+
+    Args:
+        config: Config. What to train and how.
+        run_dir: str or Path. The run folder (default: config.run_dir, else a new one in runs/).
+        verbose: Keras' fit verbosity (default: progress bars in terminals and notebooks).
+        callbacks: extra Keras callbacks, run after the project's own.
+        resume: bool. Continue the run in `run_dir` from its last completed epoch.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite (reports of the best model so far are
+            still written when an epoch had completed).
+    """
     verbose = _progress_verbosity() if verbose is None else verbose
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     model = build_model(config)  # first: a missing weights file fails in seconds
     train_split, val_split = data.load_splits(config)
     for split in (train_split, val_split):
         print(data.summary(split, config.class_names))
 
-    run = make_run_dir(str(run_dir or config.run_dir), config)
-    write_json(run / "config.json", config.to_dict())
-    print(f"run folder: {run}")
+    if resume:
+        run = Path(run_dir)
+        state = resume_lib.read_state(run)
+        initial_epoch, restored = _restore(model, run, state)
+        print(f"resuming {run} after epoch {initial_epoch}")
+    else:
+        run = make_run_dir(str(run_dir or config.run_dir), config)
+        write_json(run / "config.json", config.to_dict())
+        initial_epoch, restored = 0, None
+        print(f"run folder: {run}")
     train_batches = data.make_dataset(train_split.images, train_split.masks, config.batch_size,
                                       training=True, shuffle_buffer=config.shuffle_buffer,
                                       augment=config.augment, seed=config.seed)
     val_batches = data.make_dataset(val_split.images, val_split.masks, config.batch_size,
                                     training=False)
-    callbacks = [
-        keras.callbacks.TerminateOnNaN(),
+    early_stopping = resume_lib.ResumableEarlyStopping(
+        monitor=MONITOR, mode="max", patience=config.patience, restore_best_weights=True,
+        verbose=1, restored=restored)
+    project_callbacks = [
+        # Raises at once: the half-finished epoch must not reach the checkpoints.
+        keras.callbacks.TerminateOnNaN(raise_error=True),
         AtomicModelCheckpoint(run / "model.keras", monitor=MONITOR, mode="max",
-                              save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience,
-                                      restore_best_weights=True, verbose=1),
-        keras.callbacks.CSVLogger(run / "history.csv"),
+                              save_best_only=True,
+                              initial_value_threshold=restored and restored["best"]),
+        early_stopping,
+        keras.callbacks.CSVLogger(run / "history.csv", append=resume),
         keras.callbacks.TensorBoard(run / "logs"),
+        resume_lib.EpochState(run, early_stopping),  # last: it records what the others did
     ]
     started = time.perf_counter()
-    history = model.fit(train_batches, validation_data=val_batches, epochs=config.epochs,
-                        callbacks=callbacks, verbose=verbose, shuffle=False).history
+    diverged = False
+    try:
+        model.fit(train_batches, validation_data=val_batches, epochs=config.epochs,
+                  initial_epoch=initial_epoch, callbacks=project_callbacks + list(callbacks),
+                  verbose=verbose, shuffle=False)
+    except KeyboardInterrupt:
+        state = resume_lib.read_state(run)
+        done = state["epochs_completed"] if state else 0
+        print(f"\ninterrupted: {done} epoch(s) completed and saved; continue with\n"
+              f"  python -m unet_tf.train --resume {run}", file=sys.stderr)
+        raise
+    except RuntimeError as error:
+        if "NaN or Inf loss" not in str(error):
+            raise
+        diverged = True
     seconds = time.perf_counter() - started
+    history = read_history(run / "history.csv")
+    advice = "Lower --learning-rate (e.g. by 10x) and check the data."
+    if diverged and not (run / "model.keras").is_file():
+        raise TrainingDiverged(f"the loss became NaN or infinite in the first epoch; no model was "
+                               f"saved. {advice}")
+    if diverged:
+        # The weights in memory are the diverged ones; the best model is on disk.
+        model = keras.models.load_model(run / "model.keras", safe_mode=True)
+    report = finish_run(model, run, config, val_split, history, seconds)
+    resume_lib.mark_finished(run)
+    if diverged:
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite in epoch {len(history['loss']) + 1}; training "
+            f"stopped. The best model (epoch {report['best_epoch']}) is kept in "
+            f"{run / 'model.keras'} and its reports are written. {advice}")
+    return run
 
+
+def _restore(model: keras.Model, run: Path, state: dict | None) -> tuple:
+    """(initial epoch, early-stopping state) of an interrupted run, with the model's weights and
+    optimizer state put back."""
+    if state is None:
+        raise ConfigError(f"--resume {run}: no saved state ({run / resume_lib.FOLDER}/state.json); "
+                          "the run stopped before its first epoch ended: start it again")
+    if state["finished"]:
+        raise ConfigError(f"--resume {run}: this run finished; its results are in {run}")
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(run / resume_lib.FOLDER / state["weights"])
+    resume_lib.truncate_history(run / "history.csv", state["epochs_completed"])
+    restored = dict(state["early_stopping"])
+    best = run / "model.keras"
+    if best.is_file():
+        restored["best_weights"] = keras.models.load_model(best, safe_mode=True).get_weights()
+    return state["epochs_completed"], restored
+
+
+def read_history(path: Path) -> dict:
+    """history.csv as {column: [float per epoch]}."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})
+            if key != "epoch"}
+
+
+def finish_run(model, run: Path, config: Config, val_split, history: dict, seconds: float) -> dict:
+    """Evaluates the best model on validation and writes metrics.json, curves and predictions."""
     scores, _, predicted = evaluate_split(model, val_split, config.class_names)
     best_epoch = int(np.nanargmax(history[MONITOR])) + 1
     report = {**scores, "best_epoch": best_epoch, "epochs_run": len(history["loss"]),
@@ -163,21 +255,37 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None) -> Pa
     for name in ("model.keras", "config.json", "history.csv", "metrics.json", "curves.png",
                  "predictions.png", "logs"):
         print(f"  {run / name}")
-    return run
+    return report
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m unet_tf.train", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run from its last completed epoch (its "
+                             "config.json decides everything else)")
     add_config_flags(parser)
     args = parser.parse_args(argv)
     try:
-        config = config_from_args(args)
-        train(config)
-    except (ConfigError, data.DataError, WeightsUnavailableError, FileNotFoundError) as error:
+        if args.resume:
+            given = [f for f in vars(args) if f not in ("resume", "preset")
+                     and getattr(args, f) is not None]
+            if given:
+                raise ConfigError(f"--resume continues a run with its own config.json; drop "
+                                  f"{', '.join('--' + g.replace('_', '-') for g in given)}")
+            run = Path(args.resume)
+            if not (run / "config.json").is_file():
+                raise ConfigError(f"--resume {run}: no config.json there; is it a run folder?")
+            train(Config.load(run / "config.json"), run_dir=run, resume=True)
+        else:
+            train(config_from_args(args))
+    except (ConfigError, data.DataError, WeightsUnavailableError, FileNotFoundError,
+            TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 2 if not isinstance(error, TrainingDiverged) else 3
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 
