@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import re
 
 import pytest
 
@@ -160,12 +161,6 @@ def test_values_given_by_a_file_are_validated(tmp_path):
         parse("--config", str(path))
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "unet_tf/config.py Config.from_dict/_coerce does no type conversion or "
-    "checking: PyYAML reads 'learning_rate: 1e-3' (no dot) as the string '1e-3', and "
-    "'epochs: \"5\"' is a string too; __post_init__ then compares str with int and raises "
-    "TypeError (uncaught by train.main(), so a traceback) instead of using 0.001 or raising "
-    "ConfigError"))
 @pytest.mark.parametrize("text,field,expected", [
     ("learning_rate: 1e-3\n", "learning_rate", 0.001),
     ("epochs: '5'\n", "epochs", 5),
@@ -173,11 +168,21 @@ def test_values_given_by_a_file_are_validated(tmp_path):
 def test_config_file_values_are_converted_to_the_field_types(tmp_path, text, field, expected):
     path = tmp_path / "run.yaml"
     path.write_text(text)
-    try:
-        config = parse("--preset", "quickstart", "--config", str(path))
-    except ConfigError:
-        return  # a clear ConfigError would be acceptable too
+    config = parse("--preset", "quickstart", "--config", str(path))
     assert getattr(config, field) == expected
+
+
+@pytest.mark.parametrize("text,message", [
+    ("epochs: many\n", "epochs='many'"),
+    ("augment: 3\n", "augment=3"),
+    ("epochs: 2.5\n", "epochs=2.5"),
+    ("decoder_filters: 16\n", "decoder_filters=16"),
+])
+def test_config_file_values_of_the_wrong_type_are_named(tmp_path, text, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse("--preset", "quickstart", "--config", str(path))
 
 
 @pytest.mark.parametrize("flags,freeze", [((), None), (("--freeze-encoder",), True),

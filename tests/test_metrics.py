@@ -221,10 +221,6 @@ def test_dice_score_serialization_round_trip():
     assert restored.num_classes == 4
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "unet_tf/metrics.py DiceScore.update_state squeezes the last axis of y_true whenever y_true "
-    "and y_pred have the same rank, which is always the case with sparse_y_pred=True "
-    "(class maps [B, H, W] for both): ValueError 'Cannot squeeze axis=-1'"))
 def test_dice_score_with_sparse_predictions():
     rng = np.random.default_rng(7)
     labels = rng.integers(0, 3, size=(2, 5, 6)).astype(np.int32)

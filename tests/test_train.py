@@ -133,12 +133,6 @@ def test_default_run_offline_fails_fast_and_cleanly(offline_default_run):
     assert list(work.iterdir()) == []  # no run folder
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "unet_tf/train.py train() builds the model before loading data, so the default run offline "
-    "stops at the ImageNet weights download with a WeightsUnavailableError whose message "
-    "(unet_tf/model.py build_encoder) only offers a weights file or --encoder-weights none; it "
-    "never mentions the offline ways to get data (--data-dir, --dataset synthetic, "
-    "--preset quickstart), which the user then only learns on the second failure"))
 def test_default_run_offline_points_to_offline_data(offline_default_run):
     process, _, _ = offline_default_run
     assert "--data-dir" in process.stderr and "synthetic" in process.stderr

@@ -174,7 +174,8 @@ class Config:
                 f"unknown configuration key(s) {', '.join(unknown)}; known keys: "
                 f"{', '.join(known)}"
             )
-        coerced = {k: _coerce(known[k], v) for k, v in values.items()}
+        hints = typing.get_type_hints(cls)
+        coerced = {k: _coerce(k, hints[k], v) for k, v in values.items()}
         return dataclasses.replace(base, **coerced)
 
     @classmethod
@@ -182,10 +183,38 @@ class Config:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _coerce(field: dataclasses.Field, value):
-    """JSON and YAML give lists where the dataclass holds tuples."""
-    if isinstance(value, list):
-        return tuple(value)
+def _coerce(name: str, kind, value):
+    """`value` as the field's type: YAML reads `1e-3` as a string and JSON has no tuples."""
+    args = typing.get_args(kind)
+    if type(None) in args:
+        if value is None:
+            return None
+        kind = next(a for a in args if a is not type(None))
+    try:
+        if typing.get_origin(kind) is tuple:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError("expected a list")
+            return tuple(_coerce(name, typing.get_args(kind)[0], v) for v in value)
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if not isinstance(value, bool):
+                raise TypeError("expected true or false")
+            return value
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError("expected an integer")
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise TypeError("expected a number")
+            return float(value)
+        if kind is str:
+            if not isinstance(value, str):
+                raise TypeError("expected a string")
+            return value
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{name}={value!r}: {error}") from None
     return value
 
 

@@ -94,7 +94,9 @@ class DiceScore(keras.metrics.IoU):
                          sparse_y_pred=sparse_y_pred, axis=axis)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        if len(y_true.shape) == len(y_pred.shape):  # [..., 1] label maps
+        # Label maps may come as [..., 1]; predictions as logits [..., C] or class maps [...].
+        label_rank = len(y_pred.shape) - (0 if self.sparse_y_pred else 1)
+        if len(y_true.shape) == label_rank + 1:
             y_true = ops.squeeze(y_true, axis=-1)
         return super().update_state(y_true, y_pred, sample_weight)
 

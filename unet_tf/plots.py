@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import matplotlib
+import os
+from pathlib import Path
 
-matplotlib.use("Agg")  # files, not windows: runs on servers, CI and Colab alike
-import os  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import numpy as np
+# Figures are drawn with matplotlib's object API, not pyplot: files are written on any machine
+# without a display, and a notebook's own plotting backend is left alone.
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 # One colour per class for masks and overlays (pet, background, border for trimaps).
 PALETTE = np.array([
@@ -39,7 +38,6 @@ def _save(fig, path, dpi) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
@@ -47,7 +45,8 @@ def plot_curves(history: dict, path, monitor: str = "val_dice") -> None:
     """Loss and mean Dice per epoch, train and validation, with the best epoch marked."""
     epochs = np.arange(1, len(history["loss"]) + 1)
     best = int(np.nanargmax(history[monitor])) + 1 if monitor in history else None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "dice", "mean Dice")):
         for prefix, style in (("", "-"), ("val_", "--")):
             if prefix + key in history:
@@ -68,7 +67,8 @@ def plot_curves(history: dict, path, monitor: str = "val_dice") -> None:
 def plot_predictions(images, true_masks, predicted_masks, class_names, path, titles=None) -> None:
     """Rows of image / true mask / predicted mask."""
     rows = len(images)
-    fig, axes = plt.subplots(rows, 3, figsize=(9, 3 * rows), squeeze=False)
+    fig = Figure(figsize=(9, 3 * rows))
+    axes = fig.subplots(rows, 3, squeeze=False)
     for i in range(rows):
         panels = (images[i], colorize(true_masks[i]), colorize(predicted_masks[i]))
         for ax, panel, title in zip(axes[i], panels, ("image", "true mask", "predicted mask")):
@@ -86,7 +86,8 @@ def plot_confusion(cm, class_names, path) -> None:
     """The confusion matrix, each row normalized to the share of that true class's pixels."""
     cm = np.asarray(cm, np.float64)
     shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.6 * len(class_names) + 2, 1.4 * len(class_names) + 1.5))
+    fig = Figure(figsize=(1.6 * len(class_names) + 2, 1.4 * len(class_names) + 1.5))
+    ax = fig.subplots()
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (i, j), share in np.ndenumerate(shares):
         ax.text(j, i, f"{share:.1%}\n{int(cm[i, j]):,}", ha="center", va="center", fontsize=8,

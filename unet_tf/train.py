@@ -118,7 +118,7 @@ class TrainingDiverged(RuntimeError):
 
 
 def train(config: Config, run_dir: str | Path | None = None, verbose=None, callbacks=(),
-          resume: bool = False) -> Path:
+          resume: bool = False, splits: tuple | None = None) -> Path:
     """Trains as `config` says and returns the run folder.
 
     Args:
@@ -127,6 +127,7 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         verbose: Keras' fit verbosity (default: progress bars in terminals and notebooks).
         callbacks: extra Keras callbacks, run after the project's own.
         resume: bool. Continue the run in `run_dir` from its last completed epoch.
+        splits: (train, validation) `data.Split`s already loaded for this config (default: load).
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite (reports of the best model so far are
@@ -136,8 +137,10 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    model = build_model(config)  # first: a missing weights file fails in seconds
-    train_split, val_split = data.load_splits(config)
+    if splits is None:
+        data.ensure_available(config)  # offline, the data and the weights fail in seconds
+    model = build_model(config)
+    train_split, val_split = splits or data.load_splits(config)
     for split in (train_split, val_split):
         print(data.summary(split, config.class_names))
 

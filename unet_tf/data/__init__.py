@@ -9,7 +9,7 @@
 
 from unet_tf.data.preprocess import (augment_batch, make_dataset, normalize, resize_image,
                                      resize_mask, trimap_to_classes)
-from unet_tf.data.sources import (DataError, DataUnavailableError, Split, load_split, load_splits,
+from unet_tf.data.sources import (DataError, DataUnavailableError, Split, ensure_available, load_split, load_splits,
                                   parse_split)
 
 
@@ -24,6 +24,6 @@ def summary(split: Split, class_names) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DataError", "DataUnavailableError", "Split", "augment_batch", "load_split", "load_splits",
+__all__ = ["DataError", "DataUnavailableError", "Split", "augment_batch", "ensure_available", "load_split", "load_splits",
            "make_dataset", "normalize", "parse_split", "resize_image", "resize_mask", "summary",
            "trimap_to_classes"]

@@ -72,6 +72,13 @@ class Split:
                      [n for n, k in zip(self.names, keep) if k], list(self.skipped))
 
 
+def ensure_available(config) -> None:
+    """Downloads and prepares oxford_iiit_pet when the configuration needs it; offline, fails in
+    seconds with the offline options. Other sources are read where they are."""
+    if config.dataset == "oxford_iiit_pet" and not config.data_dir:
+        _tfds_builder()
+
+
 def load_split(config, split: str) -> Split:
     """One split of the configured dataset, e.g. "train", "test" or "train[:80%]"."""
     if config.dataset == "synthetic":

@@ -1,0 +1,172 @@
+"""Faults injected into training: a kill, Ctrl-C, a diverging loss, a crash mid-write, unsafe
+model files, and the same seed twice."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from unet_tf.config import preset
+
+# Small enough for seconds per epoch on 2 cores, big enough to be killed inside an epoch.
+TINY = ["--preset", "quickstart", "--image-size", "64", "--batch-size", "8", "--alpha", "0.35",
+        "--decoder-filters", "16", "16", "16", "16", "--synthetic-train-examples", "96",
+        "--synthetic-val-examples", "16"]
+
+
+def _history_epochs(run):
+    with open(run / "history.csv", newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def _start_training(args, cwd):
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.Popen([sys.executable, "-m", "unet_tf.train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_epochs(run, process, count, timeout=180):
+    """Waits until `count` epochs are in history.csv, then a little into the next one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run / "history.csv").is_file() and len(_history_epochs(run)) >= count:
+            time.sleep(0.7)
+            return
+        if process.poll() is not None:
+            pytest.fail(f"training ended early: {process.communicate()[1][-2000:]}")
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail("training did not reach the epoch in time")
+
+
+def test_sigkill_then_resume_loses_at_most_one_epoch(tmp_path, run_python):
+    run = tmp_path / "run"
+    process = _start_training([*TINY, "--epochs", "5", "--patience", "10", "--run-dir", str(run)],
+                              tmp_path)
+    _wait_for_epochs(run, process, 2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = json.loads((run / "resume" / "state.json").read_text())
+    assert state["epochs_completed"] >= 2 and not state["finished"]
+    assert (run / "model.keras").is_file()
+
+    resumed, _ = run_python(["-m", "unet_tf.train", "--resume", str(run)], cwd=tmp_path,
+                            timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"after epoch {state['epochs_completed']}" in resumed.stdout
+    assert _history_epochs(run) == [0, 1, 2, 3, 4]  # no gap, no duplicate
+    for name in ("model.keras", "metrics.json", "curves.png", "predictions.png"):
+        assert (run / name).is_file()
+    assert json.loads((run / "resume" / "state.json").read_text())["finished"]
+    assert not list(run.rglob(".*tmp*"))  # no half-written files left behind
+
+
+def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):
+    run = tmp_path / "run"
+    process = _start_training([*TINY, "--epochs", "4", "--run-dir", str(run)], tmp_path)
+    _wait_for_epochs(run, process, 1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert f"python -m unet_tf.train --resume {run}" in err
+    assert "Traceback" not in err
+    state = json.loads((run / "resume" / "state.json").read_text())
+    assert state["epochs_completed"] == len(_history_epochs(run)) >= 1
+
+
+class _PoisonWeights(keras.callbacks.Callback):
+    """Makes every weight NaN at the end of one epoch, so the next one diverges."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.set_weights([np.full_like(w, np.nan) for w in self.model.get_weights()])
+
+
+def test_divergence_stops_and_keeps_the_best_model(tmp_path):
+    from unet_tf.train import TrainingDiverged, train
+
+    config = preset("quickstart", epochs=4, image_size=64, batch_size=8, alpha=0.35,
+                    decoder_filters=(16, 16, 16, 16), synthetic_train_examples=16,
+                    synthetic_val_examples=8)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="epoch 3.*learning-rate"):
+        train(config, run_dir=run, verbose=0, callbacks=[_PoisonWeights(epoch=1)])
+    assert _history_epochs(run) == [0, 1]
+    best = keras.models.load_model(run / "model.keras")
+    assert all(np.all(np.isfinite(w)) for w in best.get_weights())
+    report = json.loads((run / "metrics.json").read_text())
+    assert report["epochs_run"] == 2 and report["mean_dice"] is not None
+
+
+def test_atomic_write_leaves_the_old_file_on_a_crash(tmp_path, monkeypatch):
+    from unet_tf import run_files
+
+    target = tmp_path / "metrics.json"
+    run_files.write_json(target, {"version": 1})
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(run_files.os, "replace", crash)
+    with pytest.raises(OSError):
+        run_files.write_json(target, {"version": 2})
+    assert json.loads(target.read_text()) == {"version": 1}
+
+
+def test_model_checkpoint_never_truncates_model_keras(tmp_path, monkeypatch):
+    """A crash inside model.save leaves the previous best model.keras whole and loadable."""
+    from unet_tf.run_files import AtomicModelCheckpoint
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    path = tmp_path / "model.keras"
+    checkpoint = AtomicModelCheckpoint(path, monitor="loss", mode="min", save_best_only=True)
+    x, y = np.ones((4, 2)), np.zeros((4, 1))
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[checkpoint])
+    before = path.read_bytes()
+
+    def crash_while_writing(filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
+        raise OSError("killed mid-save")
+
+    monkeypatch.setattr(model, "save", crash_while_writing)
+    with pytest.raises(OSError):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[checkpoint])
+    assert path.read_bytes() == before
+    keras.models.load_model(path)
+
+
+def test_unsafe_model_files_are_refused(tmp_path):
+    from unet_tf.run_files import load_model_safely
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    with pytest.raises(ValueError, match="(?i)unsafe|lambda"):
+        load_model_safely(path)
+
+
+def test_same_seed_gives_the_same_history(tmp_path, run_python):
+    histories = []
+    for name in ("a", "b"):
+        process, _ = run_python(["-m", "unet_tf.train", *TINY, "--synthetic-train-examples", "24",
+                                 "--epochs", "2", "--seed", "7", "--deterministic",
+                                 "--run-dir", str(tmp_path / name)], cwd=tmp_path, timeout=300)
+        assert process.returncode == 0, process.stderr[-2000:]
+        histories.append((tmp_path / name / "history.csv").read_text())
+    assert histories[0] == histories[1]
