@@ -19,6 +19,7 @@ LABEL_MODES = ("trimap", "binary", "index")
 LOSSES = ("dice", "ce", "dice_ce")
 OPTIMIZERS = ("adam", "adamw")
 SWITCHES = ("auto", "on", "off")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 
 # Class names in model-output order, per label mode, for the pet datasets.
 CLASS_NAMES = {
@@ -75,6 +76,10 @@ class Config:
     ce_weight: float = 1.0  # dice_ce only
     class_weights: typing.Optional[typing.Tuple[float, ...]] = None  # Dice weight per class
     patience: int = 5  # epochs without a better validation mean Dice before stopping
+    # auto: several GPUs -> mirrored, a TPU runtime -> tpu, else one device (see distribute.py).
+    strategy: str = "auto"  # auto | default | mirrored | multi_worker | tpu
+    # batch_size is per replica; this multiplies the learning rate by the number of replicas.
+    scale_learning_rate: bool = False
     # auto: mixed_float16 on a GPU (about twice as fast on Tensor Cores), float32 on a CPU.
     mixed_precision: str = "auto"
     seed: int = 0
@@ -104,6 +109,8 @@ class Config:
                           f"labels={self.labels!r} {CLASS_NAMES.get(self.labels)}")
         if self.classes and self.labels == "binary" and len(self.classes) != 2:
             errors.append(f"classes={self.classes}: binary labels have 2 classes")
+        if self.strategy not in STRATEGIES:
+            errors.append(f"strategy={self.strategy!r}: expected one of {', '.join(STRATEGIES)}")
         if self.mixed_precision not in SWITCHES:
             errors.append(f"mixed_precision={self.mixed_precision!r}: expected auto, on or off")
         if self.dataset == "folder" and not self.data_dir:

@@ -7,8 +7,9 @@ Choices, all explicit arguments:
 - `smooth` is added to numerator and denominator: an empty class predicted empty scores 1, and
   gradients stay finite.
 - `per_image=False` sums pixels over the whole batch before dividing (one Dice per class for the
-  batch, stable when a class is rare); `per_image=True` computes one Dice per image and class and
-  returns one loss per image, which Keras then averages (the right reduction across replicas).
+  batch, stable when a class is rare); under tf.distribute the sums run over all replicas, so the
+  loss is the global batch's. `per_image=True` computes one Dice per image and class and returns
+  one loss per image, which Keras averages.
 - Classes are averaged with `class_weights` (uniform by default).
 - One output channel means binary segmentation: sigmoid, and the Dice of the positive class.
   Two or more channels: softmax, the Dice of every class, then their weighted mean.
@@ -17,6 +18,7 @@ Choices, all explicit arguments:
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -44,7 +46,18 @@ def soft_dice(y_true, logits, smooth: float = 1.0, per_image: bool = False):
     axes = (1, 2) if per_image else (0, 1, 2)
     intersection = ops.sum(probs * onehot, axis=axes)
     total = ops.sum(probs, axis=axes) + ops.sum(onehot, axis=axes)
+    if not per_image:
+        intersection, total = _sum_over_replicas(intersection, total)
     return (2.0 * intersection + smooth) / (total + smooth)
+
+
+def _sum_over_replicas(*values):
+    """Under tf.distribute each replica sees part of the batch; the Dice of the whole batch needs
+    the sums of all of them (all_reduce is differentiable, so gradients stay exact)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, list(values))
 
 
 def dice_loss(y_true, logits, smooth: float = 1.0, per_image: bool = False, class_weights=None):
@@ -95,7 +108,13 @@ class DiceLoss(keras.losses.Loss):
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 
     def call(self, y_true, y_pred):
-        return dice_loss(y_true, y_pred, self.smooth, self.per_image, self.class_weights)
+        loss = dice_loss(y_true, y_pred, self.smooth, self.per_image, self.class_weights)
+        if self.per_image:
+            return loss
+        # One value per image, all the batch's Dice loss: Keras averages them and, under
+        # tf.distribute, divides by the number of replicas, as it does for any per-example loss
+        # (a scalar would be left unscaled and count once per replica).
+        return loss * ops.ones_like(y_pred[:, 0, 0, 0])
 
     def get_config(self):
         return {**super().get_config(), "smooth": self.smooth, "per_image": self.per_image,

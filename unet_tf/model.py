@@ -90,9 +90,8 @@ def build_encoder(input_size: int, encoder_weights: str | None = "imagenet", alp
     if bn_momentum is None and weights is None:
         bn_momentum = SCRATCH_BN_MOMENTUM
     if bn_momentum is not None:
-        for layer in base.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = bn_momentum
+        for layer in batch_norm_layers(base):
+            layer.momentum = bn_momentum
     outputs = [base.get_layer(name).output for name, _ in SKIP_LAYERS]
     return keras.Model(base.input, outputs, name="encoder")
 
@@ -164,6 +163,15 @@ def build_unet(input_size: int = 128, num_classes: int = 3, encoder_weights: str
     logits = keras.layers.Conv2DTranspose(num_classes, 3, strides=2, padding="same",
                                           name="logits", dtype="float32")(x)
     return keras.Model(inputs, logits, name="unet")
+
+
+def batch_norm_layers(model: keras.Model):
+    """Every BatchNormalization layer of a model, nested models included."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            yield layer
+        elif hasattr(layer, "layers"):
+            yield from batch_norm_layers(layer)
 
 
 def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,9 +37,13 @@ from unet_tf import data, losses, metrics, plots
 from unet_tf import resume as resume_lib
 from unet_tf.config import Config, ConfigError, add_config_flags, config_from_args
 from unet_tf.evaluate import evaluate_split
-from unet_tf.model import WeightsUnavailableError, build_unet
+from unet_tf.distribute import (is_chief, make_strategy, prepare_multi_worker_fit,
+                                shard_by_data)
+from unet_tf.model import WeightsUnavailableError, batch_norm_layers, build_unet
 from unet_tf.run_files import AtomicModelCheckpoint, write_json
 
+# MultiWorkerMirroredStrategy's class is named after its implementation.
+STRATEGY_NAMES = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}
 MONITOR = "val_dice"  # early stopping and checkpointing follow validation mean Dice
 PREDICTION_EXAMPLES = 6
 
@@ -68,38 +74,46 @@ def use_mixed_precision(config: Config) -> bool:
     return config.mixed_precision == "on"
 
 
-def build_model(config: Config) -> keras.Model:
+def build_model(config: Config, strategy: tf.distribute.Strategy | None = None) -> keras.Model:
     """The U-Net for a `Config`, compiled with its optimizer, loss and metrics.
 
     Under mixed precision the layers compute in float16 and keep float32 weights; the logits
-    layer stays float32. The global Keras policy is restored before returning.
+    layer stays float32. The global Keras policy is restored before returning. With a strategy
+    of several replicas everything is built in its scope, BatchNorm statistics are synchronized
+    across replicas, and with `scale_learning_rate` the learning rate is multiplied by their number.
     """
+    strategy = strategy or tf.distribute.get_strategy()
     previous = keras.mixed_precision.global_policy()
     if use_mixed_precision(config):
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = _build_model(config)
+        with strategy.scope():
+            model = _build_model(config)
+            replicas = strategy.num_replicas_in_sync
+            if replicas > 1:
+                for layer in batch_norm_layers(model):
+                    layer.synchronized = True
+            compile_model(model, config, replicas if config.scale_learning_rate else 1)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     return model
 
 
 def _build_model(config: Config) -> keras.Model:
-    model = build_unet(
+    return build_unet(
         input_size=config.image_size, num_classes=config.num_classes,
         encoder_weights=config.encoder_weights, freeze_encoder=config.freeze_encoder,
         alpha=config.alpha, decoder_filters=config.decoder_filters, dropout=config.dropout,
         encoder_bn_momentum=config.encoder_bn_momentum,
     )
-    compile_model(model, config)
-    return model
 
 
-def compile_model(model: keras.Model, config: Config) -> None:
+def compile_model(model: keras.Model, config: Config, learning_rate_scale: float = 1) -> None:
+    learning_rate = config.learning_rate * learning_rate_scale
     if config.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
     else:
-        optimizer = keras.optimizers.Adam(config.learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate)
     model.compile(
         optimizer=optimizer, loss=losses.loss_from_config(config),
         metrics=metrics.metrics_for(config.class_names),
@@ -139,12 +153,24 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         tf.config.experimental.enable_op_determinism()
     if splits is None:
         data.ensure_available(config)  # offline, the data and the weights fail in seconds
-    model = build_model(config)
+    strategy = make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
+    if replicas > 1:
+        print(f"{STRATEGY_NAMES.get(type(strategy).__name__, type(strategy).__name__)}: {replicas} replicas x batch {config.batch_size} = "
+              f"global batch {global_batch}; learning rate "
+              f"{config.learning_rate * (replicas if config.scale_learning_rate else 1):g}")
+    model = build_model(config, strategy)
     train_split, val_split = splits or data.load_splits(config)
     for split in (train_split, val_split):
         print(data.summary(split, config.class_names))
 
-    if resume:
+    chief = is_chief()
+    if not chief:
+        # Other workers train in step with the chief but write into a scratch folder.
+        run = Path(tempfile.mkdtemp(prefix="unet_tf-worker-"))
+        initial_epoch, restored = 0, None
+    elif resume:
         run = Path(run_dir)
         state = resume_lib.read_state(run)
         initial_epoch, restored = _restore(model, run, state)
@@ -154,11 +180,14 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         write_json(run / "config.json", config.to_dict())
         initial_epoch, restored = 0, None
         print(f"run folder: {run}")
-    train_batches = data.make_dataset(train_split.images, train_split.masks, config.batch_size,
-                                      training=True, shuffle_buffer=config.shuffle_buffer,
-                                      augment=config.augment, seed=config.seed)
-    val_batches = data.make_dataset(val_split.images, val_split.masks, config.batch_size,
-                                    training=False)
+    train_batches = shard_by_data(data.make_dataset(
+        train_split.images, train_split.masks, global_batch, training=True,
+        shuffle_buffer=config.shuffle_buffer, augment=config.augment, seed=config.seed))
+    val_batches = shard_by_data(data.make_dataset(val_split.images, val_split.masks, global_batch,
+                                                  training=False))
+    prepare_multi_worker_fit(model, strategy, (
+        tf.zeros([global_batch, config.image_size, config.image_size, 3]),
+        tf.zeros([global_batch, config.image_size, config.image_size], tf.int32)))
     early_stopping = resume_lib.ResumableEarlyStopping(
         monitor=MONITOR, mode="max", patience=config.patience, restore_best_weights=True,
         verbose=1, restored=restored)
@@ -195,11 +224,14 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     if diverged and not (run / "model.keras").is_file():
         raise TrainingDiverged(f"the loss became NaN or infinite in the first epoch; no model was "
                                f"saved. {advice}")
-    if diverged:
-        # The weights in memory are the diverged ones; the best model is on disk.
+    if diverged or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # After divergence the weights in memory are the diverged ones; across workers every
+        # worker would predict the whole split and gather all of it. The best model is on disk.
         model = keras.models.load_model(run / "model.keras", safe_mode=True)
     report = finish_run(model, run, config, val_split, history, seconds)
     resume_lib.mark_finished(run)
+    if not chief:
+        shutil.rmtree(run, ignore_errors=True)
     if diverged:
         raise TrainingDiverged(
             f"the loss became NaN or infinite in epoch {len(history['loss']) + 1}; training "
