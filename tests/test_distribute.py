@@ -25,16 +25,13 @@ from unet_tf.data.preprocess import resize_image, resize_mask, trimap_to_classes
 from unet_tf.metrics import metrics_for
 from unet_tf.train import build_model
 
-loss_name = sys.argv[1]
-config = preset("quickstart", image_size=64, batch_size=4, alpha=0.35, loss=loss_name,
-                decoder_filters=(16, 16, 16, 16), learning_rate=1e-2, strategy="default")
 rng = np.random.default_rng(0)
 examples = [make_example(rng) for _ in range(8)]
 images = np.stack([resize_image(e["image"], 64).numpy() for e in examples])
 masks = np.stack([trimap_to_classes(resize_mask(e["segmentation_mask"][..., 0], 64), "trimap").numpy()
                   for e in examples])
 
-def one_step(strategy, weights):
+def one_step(config, strategy, weights):
     model = build_model(config, strategy)
     with strategy.scope():  # plain SGD at rate 1: the weight update is minus the gradient
         model.compile(optimizer=keras.optimizers.SGD(1.0), loss=model.loss,
@@ -50,22 +47,34 @@ def one_step(strategy, weights):
               if id(v) in trainable]
     return start, {k: float(v[0]) for k, v in logs.items()}, deltas
 
-keras.utils.set_random_seed(0)
-start, one_logs, one_deltas = one_step(tf.distribute.get_strategy(), None)
 mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-_, two_logs, two_deltas = one_step(mirrored, start)
-norm = float(np.sqrt(sum(np.sum(d ** 2) for d in one_deltas)))
-difference = float(np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(one_deltas, two_deltas))))
-print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "one": one_logs, "two": two_logs,
-                  "gradient_norm": norm, "gradient_difference_norm": difference}))
+results = {}
+for loss_name in sys.argv[1:]:
+    config = preset("quickstart", image_size=64, batch_size=4, alpha=0.35, loss=loss_name,
+                    decoder_filters=(16, 16, 16, 16), strategy="default")
+    keras.utils.set_random_seed(0)
+    start, one_logs, one_deltas = one_step(config, tf.distribute.get_strategy(), None)
+    _, two_logs, two_deltas = one_step(config, mirrored, start)
+    norm = float(np.sqrt(sum(np.sum(d ** 2) for d in one_deltas)))
+    difference = float(np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(one_deltas, two_deltas))))
+    results[loss_name] = {"replicas": mirrored.num_replicas_in_sync, "one": one_logs,
+                          "two": two_logs, "gradient_norm": norm,
+                          "gradient_difference_norm": difference}
+print(json.dumps(results))
 """
 
 
-@pytest.mark.parametrize("loss", ["dice", "dice_ce"])
-def test_mirrored_two_devices_match_one_device(loss, tmp_path, run_python):
-    process, _ = run_python(["-c", MIRRORED_VS_ONE_DEVICE, loss], cwd=tmp_path, timeout=300)
+@pytest.fixture(scope="module")
+def mirrored_results(tmp_path_factory, run_python):
+    process, _ = run_python(["-c", MIRRORED_VS_ONE_DEVICE, "dice", "dice_ce"],
+                            cwd=tmp_path_factory.mktemp("mirrored"), timeout=300)
     assert process.returncode == 0, process.stderr[-3000:]
-    result = json.loads(process.stdout.strip().splitlines()[-1])
+    return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("loss", ["dice", "dice_ce"])
+def test_mirrored_two_devices_match_one_device(loss, mirrored_results):
+    result = mirrored_results[loss]
     assert result["replicas"] == 2
     one, two = result["one"], result["two"]
     # The loss and the metrics of the step are those of the global batch...
@@ -86,6 +95,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow  # two processes training together: about a minute on 2 cores
 def test_two_workers_on_localhost_train_and_only_the_chief_writes(tmp_path):
     from conftest import REPO
 
