@@ -34,10 +34,22 @@ from unet_tf.config import Config, ConfigError, preset
 from unet_tf.run_files import load_model_safely, write_json
 
 
-def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Class indices [N, S, S] for uint8 images [N, S, S, 3] at the model's input size."""
+def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 32,
+                  tta: bool = False) -> np.ndarray:
+    """Class indices [N, S, S] for uint8 images [N, S, S, 3] at the model's input size.
+
+    With `tta` (test-time augmentation) the class probabilities of each image and of its mirror
+    image are averaged.
+    """
     batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(data.normalize)
-    return np.concatenate([np.argmax(model.predict_on_batch(b), axis=-1) for b in batches])
+    masks = []
+    for batch in batches:
+        probabilities = tf.nn.softmax(model.predict_on_batch(batch), axis=-1)
+        if tta:
+            mirrored = tf.nn.softmax(model.predict_on_batch(tf.reverse(batch, axis=[2])), axis=-1)
+            probabilities = (probabilities + tf.reverse(mirrored, axis=[2])) / 2
+        masks.append(np.argmax(probabilities, axis=-1))
+    return np.concatenate(masks)
 
 
 def binary_scores(true_masks, predicted_masks, pet_classes) -> dict:
@@ -58,13 +70,14 @@ def binary_scores(true_masks, predicted_masks, pet_classes) -> dict:
     }
 
 
-def evaluate_split(model: keras.Model, split: data.Split, class_names, steps=()) -> tuple:
+def evaluate_split(model: keras.Model, split: data.Split, class_names, steps=(),
+                   tta: bool = False) -> tuple:
     """(report, confusion matrix, predicted masks) of a model on a split."""
-    predicted = predict_masks(model, split.images)
+    predicted = predict_masks(model, split.images, tta=tta)
     if steps:
         predicted = np.stack([postprocess.postprocess(m, class_names, steps) for m in predicted])
     cm = metrics.confusion_matrix(split.masks, predicted, len(class_names))
-    report = {"split": split.name, "examples": len(split), "postprocess": list(steps),
+    report = {"split": split.name, "examples": len(split), "postprocess": list(steps), "tta": tta,
               **metrics.scores_from_confusion(cm, class_names)}
     if "background" in class_names:
         report["pet_vs_background"] = binary_scores(split.masks, predicted,
@@ -74,7 +87,8 @@ def evaluate_split(model: keras.Model, split: data.Split, class_names, steps=())
 
 def format_report(report: dict, class_names) -> str:
     rows = [f"{report['split']}: {report['examples']} examples"
-            + (f", post-processing {'+'.join(report['postprocess'])}" if report["postprocess"] else ""),
+            + (f", post-processing {'+'.join(report['postprocess'])}" if report["postprocess"] else "")
+            + (", flip test-time augmentation" if report.get("tta") else ""),
             f"{'class':<14}{'Dice':>8}{'IoU':>8}"]
     for name in class_names:
         dice, iou = report["dice"][name], report["iou"][name]
@@ -127,6 +141,9 @@ def main(argv=None) -> int:
                                         "run's validation split)")
     parser.add_argument("--postprocess", default=postprocess.DEFAULT,
                         help=f"none or a comma-separated list of {', '.join(postprocess.STEPS)}")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average each photo's and its mirror "
+                             "image's probabilities")
     parser.add_argument("--json", help="where to write the metrics (default: beside the model)")
     args = parser.parse_args(argv)
     try:
@@ -142,13 +159,14 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(data.summary(split, config.class_names))
-    report, cm, _ = evaluate_split(model, split, config.class_names, steps)
+    report, cm, _ = evaluate_split(model, split, config.class_names, steps, args.tta)
     report["model"] = str(model_path)
     report["dataset"] = config.dataset
     report["data_dir"] = config.data_dir
     report["confusion_matrix"] = cm.tolist()
     report["skipped"] = [list(s) for s in split.skipped]
-    slug = re.sub(r"[^\w-]+", "_", split.name).strip("_") + (f"_{'_'.join(steps)}" if steps else "")
+    slug = (re.sub(r"[^\w-]+", "_", split.name).strip("_") + "".join(f"_{s}" for s in steps)
+            + ("_tta" if args.tta else ""))
     json_path = Path(args.json) if args.json else model_path.with_name(f"evaluation_{slug}.json")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(json_path, report)

@@ -174,6 +174,16 @@ def batch_norm_layers(model: keras.Model):
             yield from batch_norm_layers(layer)
 
 
-def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freezes or unfreezes the encoder of a `build_unet` model (recompile afterwards)."""
-    model.get_layer("encoder").trainable = trainable
+def set_encoder_trainable(model: keras.Model, trainable: bool,
+                          batch_norm_trainable: bool = False) -> None:
+    """Freezes or unfreezes the encoder of a `build_unet` model (recompile afterwards).
+
+    Unfreezing a pretrained encoder keeps its BatchNorm layers frozen by default: frozen, Keras
+    runs them in inference mode, so the ImageNet statistics are not replaced by those of small
+    batches while the other weights fine-tune.
+    """
+    encoder = model.get_layer("encoder")
+    encoder.trainable = trainable
+    if trainable:
+        for layer in batch_norm_layers(encoder):
+            layer.trainable = batch_norm_trainable

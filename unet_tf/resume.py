@@ -30,12 +30,15 @@ class EpochState(keras.callbacks.Callback):
     Args:
         run: Path. The run folder.
         early_stopping: keras.callbacks.EarlyStopping. Whose state to save.
+        extra: dict. More state to keep (e.g. the epoch fine-tuning started at).
     """
 
-    def __init__(self, run: Path, early_stopping: keras.callbacks.EarlyStopping):
+    def __init__(self, run: Path, early_stopping: keras.callbacks.EarlyStopping | None,
+                 extra: dict | None = None):
         super().__init__()
         self.folder = Path(run) / FOLDER
         self.early_stopping = early_stopping
+        self.extra = dict(extra or {})
 
     def on_epoch_end(self, epoch, logs=None):
         self.folder.mkdir(exist_ok=True)
@@ -50,6 +53,7 @@ class EpochState(keras.callbacks.Callback):
             "early_stopping": {"best": _plain(stopping.best), "wait": stopping.wait,
                                "best_epoch": stopping.best_epoch},
             "stop_training": bool(self.model.stop_training),
+            "extra": self.extra,
             "finished": False,
         })
         for old in self.folder.glob("epoch_*.weights.h5"):

@@ -22,6 +22,7 @@ TensorBoard logs in logs/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import shutil
 import sys
@@ -39,7 +40,8 @@ from unet_tf.config import Config, ConfigError, add_config_flags, config_from_ar
 from unet_tf.evaluate import evaluate_split
 from unet_tf.distribute import (is_chief, make_strategy, prepare_multi_worker_fit,
                                 shard_by_data)
-from unet_tf.model import WeightsUnavailableError, batch_norm_layers, build_unet
+from unet_tf.model import (WeightsUnavailableError, batch_norm_layers, build_unet,
+                           set_encoder_trainable)
 from unet_tf.run_files import AtomicModelCheckpoint, write_json
 
 # MultiWorkerMirroredStrategy's class is named after its implementation.
@@ -74,13 +76,23 @@ def use_mixed_precision(config: Config) -> bool:
     return config.mixed_precision == "on"
 
 
-def build_model(config: Config, strategy: tf.distribute.Strategy | None = None) -> keras.Model:
+def use_xla(config: Config) -> bool:
+    """XLA pays off on GPUs; on this project's CPU it made training steps 2.5-5x slower. Not
+    with deterministic ops, which XLA does not all provide."""
+    if config.deterministic or config.xla == "off":
+        return False
+    return config.xla == "on" or bool(tf.config.list_physical_devices("GPU"))
+
+
+def build_model(config: Config, strategy: tf.distribute.Strategy | None = None,
+                steps_per_epoch: int | None = None) -> keras.Model:
     """The U-Net for a `Config`, compiled with its optimizer, loss and metrics.
 
     Under mixed precision the layers compute in float16 and keep float32 weights; the logits
     layer stays float32. The global Keras policy is restored before returning. With a strategy
     of several replicas everything is built in its scope, BatchNorm statistics are synchronized
     across replicas, and with `scale_learning_rate` the learning rate is multiplied by their number.
+    `steps_per_epoch` lays out a cosine learning-rate schedule (without it: the peak rate).
     """
     strategy = strategy or tf.distribute.get_strategy()
     previous = keras.mixed_precision.global_policy()
@@ -93,7 +105,8 @@ def build_model(config: Config, strategy: tf.distribute.Strategy | None = None) 
             if replicas > 1:
                 for layer in batch_norm_layers(model):
                     layer.synchronized = True
-            compile_model(model, config, replicas if config.scale_learning_rate else 1)
+            compile_model(model, config, replicas if config.scale_learning_rate else 1,
+                          steps_per_epoch)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     return model
@@ -108,8 +121,22 @@ def _build_model(config: Config) -> keras.Model:
     )
 
 
-def compile_model(model: keras.Model, config: Config, learning_rate_scale: float = 1) -> None:
-    learning_rate = config.learning_rate * learning_rate_scale
+def make_learning_rate(config: Config, scale: float = 1, steps_per_epoch: int | None = None):
+    """The configured learning rate: a number, or a cosine schedule over the training steps."""
+    peak = config.learning_rate * scale
+    if config.lr_schedule == "constant":
+        return peak
+    if not steps_per_epoch:
+        return peak  # a model built to look at, not to train: train() always knows the steps
+    warmup = config.warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else peak, decay_steps=max(config.epochs * steps_per_epoch - warmup, 1),
+        warmup_steps=warmup, warmup_target=peak if warmup else None)
+
+
+def compile_model(model: keras.Model, config: Config, learning_rate_scale: float = 1,
+                  steps_per_epoch: int | None = None) -> None:
+    learning_rate = make_learning_rate(config, learning_rate_scale, steps_per_epoch)
     if config.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
     else:
@@ -117,8 +144,8 @@ def compile_model(model: keras.Model, config: Config, learning_rate_scale: float
     model.compile(
         optimizer=optimizer, loss=losses.loss_from_config(config),
         metrics=metrics.metrics_for(config.class_names),
-        # XLA pays off on GPUs; on CPUs it made training steps several times slower.
-        jit_compile=bool(tf.config.list_physical_devices("GPU")) and not config.deterministic,
+        jit_compile=use_xla(config),
+        steps_per_execution=config.steps_per_execution,
     )
 
 
@@ -157,15 +184,18 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     if replicas > 1:
-        print(f"{STRATEGY_NAMES.get(type(strategy).__name__, type(strategy).__name__)}: {replicas} replicas x batch {config.batch_size} = "
+        name = STRATEGY_NAMES.get(type(strategy).__name__, type(strategy).__name__)
+        print(f"{name}: {replicas} replicas x batch {config.batch_size} = "
               f"global batch {global_batch}; learning rate "
               f"{config.learning_rate * (replicas if config.scale_learning_rate else 1):g}")
-    model = build_model(config, strategy)
     train_split, val_split = splits or data.load_splits(config)
     for split in (train_split, val_split):
         print(data.summary(split, config.class_names))
+    steps_per_epoch = -(-len(train_split) // global_batch)
+    model = build_model(config, strategy, steps_per_epoch)
 
     chief = is_chief()
+    state = None
     if not chief:
         # Other workers train in step with the chief but write into a scratch folder.
         run = Path(tempfile.mkdtemp(prefix="unet_tf-worker-"))
@@ -173,7 +203,7 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     elif resume:
         run = Path(run_dir)
         state = resume_lib.read_state(run)
-        initial_epoch, restored = _restore(model, run, state)
+        initial_epoch, restored = _restore(model, run, state, config)
         print(f"resuming {run} after epoch {initial_epoch}")
     else:
         run = make_run_dir(str(run_dir or config.run_dir), config)
@@ -182,15 +212,21 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         print(f"run folder: {run}")
     train_batches = shard_by_data(data.make_dataset(
         train_split.images, train_split.masks, global_batch, training=True,
-        shuffle_buffer=config.shuffle_buffer, augment=config.augment, seed=config.seed))
+        shuffle_buffer=config.shuffle_buffer, augment=config.augment, seed=config.seed,
+        augment_scale=config.augment_scale, augment_rotation=config.augment_rotation,
+        augment_color=config.augment_color,
+        drop_remainder=isinstance(strategy, tf.distribute.TPUStrategy)))
     val_batches = shard_by_data(data.make_dataset(val_split.images, val_split.masks, global_batch,
                                                   training=False))
     prepare_multi_worker_fit(model, strategy, (
         tf.zeros([global_batch, config.image_size, config.image_size, 3]),
         tf.zeros([global_batch, config.image_size, config.image_size], tf.int32)))
+    state_callback = resume_lib.EpochState(run, early_stopping=None,
+                                           extra=(state or {}).get("extra", {}) if resume else {})
     early_stopping = resume_lib.ResumableEarlyStopping(
         monitor=MONITOR, mode="max", patience=config.patience, restore_best_weights=True,
         verbose=1, restored=restored)
+    state_callback.early_stopping = early_stopping
     project_callbacks = [
         # Raises at once: the half-finished epoch must not reach the checkpoints.
         keras.callbacks.TerminateOnNaN(raise_error=True),
@@ -200,14 +236,29 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         early_stopping,
         keras.callbacks.CSVLogger(run / "history.csv", append=resume),
         keras.callbacks.TensorBoard(run / "logs"),
-        resume_lib.EpochState(run, early_stopping),  # last: it records what the others did
+        state_callback,  # last: it records what the others did
     ]
     started = time.perf_counter()
     diverged = False
+    fit_callbacks = project_callbacks + list(callbacks)
     try:
-        model.fit(train_batches, validation_data=val_batches, epochs=config.epochs,
-                  initial_epoch=initial_epoch, callbacks=project_callbacks + list(callbacks),
-                  verbose=verbose, shuffle=False)
+        if "fine_tune_from" not in state_callback.extra:
+            model.fit(train_batches, validation_data=val_batches, epochs=config.epochs,
+                      initial_epoch=initial_epoch, callbacks=fit_callbacks, verbose=verbose,
+                      shuffle=False)
+        if config.fine_tune_epochs:
+            start = state_callback.extra.get("fine_tune_from")
+            if start is None:  # phase one just ended (early or not)
+                start = len(read_history(run / "history.csv")["loss"])
+                _start_fine_tuning(model, config, strategy, early_stopping, project_callbacks)
+                state_callback.extra["fine_tune_from"] = start
+            print(f"fine-tuning the whole model from epoch {start + 1} for up to "
+                  f"{config.fine_tune_epochs} epochs at learning rate "
+                  f"{config.fine_tune_learning_rate:g}")
+            model.fit(train_batches, validation_data=val_batches,
+                      epochs=start + config.fine_tune_epochs,
+                      initial_epoch=max(start, initial_epoch), callbacks=fit_callbacks,
+                      verbose=verbose, shuffle=False)
     except KeyboardInterrupt:
         state = resume_lib.read_state(run)
         done = state["epochs_completed"] if state else 0
@@ -240,7 +291,22 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     return run
 
 
-def _restore(model: keras.Model, run: Path, state: dict | None) -> tuple:
+def _start_fine_tuning(model, config: Config, strategy, early_stopping, callbacks) -> None:
+    """Phase two: unfreeze the encoder (not its BatchNorm), recompile at the fine-tuning rate,
+    and carry the early-stopping state over so that only a better epoch counts as best."""
+    restored = {"best": early_stopping.best, "wait": 0, "best_epoch": early_stopping.best_epoch,
+                "best_weights": early_stopping.best_weights}
+    with strategy.scope():
+        set_encoder_trainable(model, True)
+        compile_model(model, dataclasses.replace(config, learning_rate=config.fine_tune_learning_rate,
+                                                 lr_schedule="constant", warmup_epochs=0))
+    early_stopping.restored = restored
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.CSVLogger):
+            callback.append = True
+
+
+def _restore(model: keras.Model, run: Path, state: dict | None, config: Config) -> tuple:
     """(initial epoch, early-stopping state) of an interrupted run, with the model's weights and
     optimizer state put back."""
     if state is None:
@@ -248,6 +314,10 @@ def _restore(model: keras.Model, run: Path, state: dict | None) -> tuple:
                           "the run stopped before its first epoch ended: start it again")
     if state["finished"]:
         raise ConfigError(f"--resume {run}: this run finished; its results are in {run}")
+    if "fine_tune_from" in state.get("extra", {}):  # it was fine-tuning
+        set_encoder_trainable(model, True)
+        compile_model(model, dataclasses.replace(config, learning_rate=config.fine_tune_learning_rate,
+                                                 lr_schedule="constant", warmup_epochs=0))
     model.optimizer.build(model.trainable_variables)
     model.load_weights(run / resume_lib.FOLDER / state["weights"])
     resume_lib.truncate_history(run / "history.csv", state["epochs_completed"])

@@ -1,7 +1,7 @@
 """The shared preprocessing path, as small TensorFlow functions usable eagerly and in graphs.
 
-    raw example --resize_example--> uint8 image + class mask --(cache)--> shuffle --> batch
-                --augment_batch--> normalize --> prefetch
+    raw example --resize--> uint8 image + class mask --(cache)--> shuffle --> batch
+                --> normalize --augment_batch--> prefetch
 
 Caching happens on uint8 (a quarter of float32's memory); scaling to [0, 1] comes after. Export
 uses the same `resize_image` and `normalize`, so a served photo is preprocessed exactly as in
@@ -47,16 +47,66 @@ def normalize(image):
     return tf.cast(image, tf.float32) / 255.0
 
 
-def augment_batch(images, masks, seed=None):
-    """Random horizontal flip of each example in a batch, identical for image and mask."""
-    flip = tf.random.uniform([tf.shape(images)[0]], seed=seed) < 0.5
+def augment_batch(images, masks, seed=None, scale=0.0, rotation=0.0, color=0.0):
+    """Random changes to a batch, the same geometry for each image and its mask.
+
+    Args:
+        images: float32 [B, S, S, 3] in [0, 1].
+        masks: [B, S, S] class indices.
+        seed: int or None. Op seed (with the global seed, a reproducible sequence).
+        scale: float. Zoom by a factor in [1 - scale, 1 + scale] about a point near the centre
+            (zooming in is a random resized crop; zooming out mirrors the borders).
+        rotation: float. Rotate by up to this many degrees either way.
+        color: float. Brightness shift, and contrast and saturation factors, up to this much.
+
+    Every example is also flipped left-right with probability 1/2. Masks follow with
+    nearest-neighbour sampling, so they keep only their class values.
+    """
+    batch = tf.shape(images)[0]
+    flip = tf.random.uniform([batch], seed=seed) < 0.5
     images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
     masks = tf.where(flip[:, None, None], tf.reverse(masks, axis=[2]), masks)
+    if scale or rotation:
+        transforms = _random_affine(batch, tf.shape(images)[1], scale, rotation, seed)
+        images = _warp(images, transforms, "bilinear")
+        masks = tf.cast(_warp(tf.cast(masks, tf.float32)[..., None], transforms, "nearest")[..., 0],
+                        masks.dtype)
+    if color:
+        uniform = lambda: tf.random.uniform([batch, 1, 1, 1], -color, color, seed=seed)  # noqa
+        gray = tf.reduce_mean(images, axis=-1, keepdims=True)
+        images = gray + (images - gray) * (1.0 + uniform())  # saturation
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        images = mean + (images - mean) * (1.0 + uniform())  # contrast
+        images = tf.clip_by_value(images + uniform() / 2, 0.0, 1.0)  # brightness
     return images, masks
 
 
+def _random_affine(batch, size, scale, rotation, seed):
+    """Projective transforms [B, 8] mapping output pixels to input pixels: a zoom by a factor in
+    [1 - scale, 1 + scale] and a rotation of up to `rotation` degrees about a point within 10% of
+    the centre."""
+    zoom = 1.0 + tf.random.uniform([batch], -scale, scale, seed=seed)
+    angle = tf.random.uniform([batch], -rotation, rotation, seed=seed) * (3.141592653589793 / 180)
+    size = tf.cast(size, tf.float32)
+    centre = (size - 1) / 2
+    shift = tf.random.uniform([batch, 2], -0.1, 0.1, seed=seed) * size
+    cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+    a2 = centre - cos * centre + sin * centre + shift[:, 0]
+    b2 = centre - sin * centre - cos * centre + shift[:, 1]
+    zeros = tf.zeros([batch])
+    return tf.stack([cos, -sin, a2, sin, cos, b2, zeros, zeros], axis=1)
+
+
+def _warp(images, transforms, interpolation):
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
+        fill_value=0.0, interpolation=interpolation.upper(), fill_mode="REFLECT")
+
+
 def make_dataset(images, masks, batch_size: int, training: bool, shuffle_buffer: int = 1000,
-                 augment: bool = True, seed: int | None = None) -> tf.data.Dataset:
+                 augment: bool = True, seed: int | None = None, augment_scale: float = 0.0,
+                 augment_rotation: float = 0.0, augment_color: float = 0.0,
+                 drop_remainder: bool = False) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 1], int32 class masks) from cached uint8 arrays.
 
     Args:
@@ -65,17 +115,20 @@ def make_dataset(images, masks, batch_size: int, training: bool, shuffle_buffer:
         batch_size: int. Examples per batch (the last batch may be smaller).
         training: bool. Shuffle every epoch and augment.
         shuffle_buffer: int. Size of the shuffle buffer.
-        augment: bool. Random horizontal flips (training only).
+        augment: bool. Random changes of the training batches (see `augment_batch`).
         seed: int or None. Seed of the shuffle and of the augmentation.
+        augment_scale, augment_rotation, augment_color: `augment_batch`'s scale, rotation, color.
+        drop_remainder: bool. Drop a last, smaller batch (TPUs need equal batches).
     """
     dataset = tf.data.Dataset.from_tensor_slices((images, masks))
     if training:
         dataset = dataset.shuffle(min(shuffle_buffer, len(images)), seed=seed,
                                   reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    if training and augment:
-        dataset = dataset.map(lambda x, y: augment_batch(x, y, seed),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(lambda x, y: (normalize(x), tf.cast(y, tf.int32)),
                           num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment:
+        dataset = dataset.map(
+            lambda x, y: augment_batch(x, y, seed, augment_scale, augment_rotation, augment_color),
+            num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,30 @@
+"""The benchmark runs end to end on a small setup and reports every figure it promises."""
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow  # trains three small models: about a minute and a half on 2 cores
+def test_benchmark_reports_pipeline_training_inference_and_memory(tmp_path, capsys):
+    from unet_tf.benchmark import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--examples", "24", "--image-size", "64", "--batch-size", "8", "--alpha", "0.35",
+                 "--epochs", "2", "--steps-per-execution", "3", "--repeats", "3",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for side in ("ours", "reference"):
+        pipeline = result["pipeline"][side]
+        assert pipeline["first_pass_images_per_s"] > 0 and pipeline["cached_images_per_s"] > 0
+    # uint8 images and masks (4 bytes a pixel) against float32 images and uint8 masks (13)
+    ratio = result["pipeline"]["ours"]["cache_mb"] / result["pipeline"]["reference"]["cache_mb"]
+    assert ratio == pytest.approx(4 / 13)
+    assert set(result["training_images_per_s"]) == {"ours", "reference",
+                                                    "ours, steps_per_execution=3"}
+    assert all(v > 0 for v in result["training_images_per_s"].values())
+    assert set(result["inference"]) == {"keras", "savedmodel", "tflite", "tflite_quantized"}
+    assert all(v["latency_ms"] > 0 for v in result["inference"].values())
+    assert result["peak_rss_mb"] > 0
+    table = capsys.readouterr().out
+    assert "| training (img/s, steady state) |" in table and "| savedmodel |" in table

@@ -1,0 +1,346 @@
+"""Measure speed and memory, side by side with a pipeline built the way the tutorial builds it.
+
+    python -m unet_tf.benchmark                                    # synthetic photos, ~5 minutes
+    python -m unet_tf.benchmark --data-dir ../shared/data/oxford-pets-sample --json bench.json
+    python -m unet_tf.benchmark --examples 64 --epochs 2 --skip-tflite   # a quick look
+
+In one run, on the same model and the same photos read from files on disk, it measures:
+
+a. input pipeline: images/s delivered as training batches, on the first pass (decoding, filling
+   the cache) and on later passes (from the cache);
+b. training: images/s in steady state (from the second epoch; the first one compiles);
+c. inference: per-image latency (batch 1) and throughput (batch 16) of the Keras model, the
+   exported SavedModel (resize, scaling and argmax included) and TFLite (float32 and quantized);
+d. memory: the bytes the training data takes in each cache, and the process's peak RSS.
+
+The reference is the tutorial's pipeline: map(load_image) -> cache (float32 images) -> shuffle
+-> batch -> repeat -> map(Augment) -> prefetch. Every figure of this project's pipeline is also
+given as a ratio to it. The table is printed and, with --json, written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from unet_tf import data
+from unet_tf.config import preset
+from unet_tf.data import synthetic
+from unet_tf.images import write_png
+
+
+# --- the tutorial-style reference pipeline ------------------------------------------------------
+
+
+class _TutorialAugment(keras.layers.Layer):
+    """The tutorial's Augment layer: one RandomFlip for inputs, one for labels, same seed."""
+
+    def __init__(self, seed=42):
+        super().__init__()
+        self.augment_inputs = keras.layers.RandomFlip(mode="horizontal", seed=seed)
+        self.augment_labels = keras.layers.RandomFlip(mode="horizontal", seed=seed)
+
+    def call(self, inputs, labels):
+        return self.augment_inputs(inputs), self.augment_labels(labels)
+
+
+def reference_pipeline(image_paths, mask_paths, size, batch_size, buffer=1000):
+    """The tutorial's pipeline over files: float32 images in the cache, per-example mapping."""
+
+    def load_image(image_path, mask_path):
+        image = tf.io.decode_image(tf.io.read_file(image_path), channels=3,
+                                   expand_animations=False)
+        mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)
+        image = tf.image.resize(image, (size, size))
+        mask = tf.image.resize(mask, (size, size), method="nearest")
+        return tf.cast(image, tf.float32) / 255.0, mask[..., 0] - 1
+
+    dataset = tf.data.Dataset.from_tensor_slices((image_paths, mask_paths))
+    return (dataset.map(load_image, num_parallel_calls=tf.data.AUTOTUNE).cache()
+            .shuffle(buffer).batch(batch_size).repeat()
+            .map(_TutorialAugment()).prefetch(tf.data.AUTOTUNE))
+
+
+# --- measurements -------------------------------------------------------------------------------
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def write_photos(folder: Path, count: int, seed: int) -> Path:
+    """Synthetic photos as JPEG files and trimaps as PNG, in the oxford_iiit_pet layout."""
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "annotations" / "trimaps").mkdir(parents=True)
+    names = []
+    for i, example in enumerate(synthetic.make_examples(count, seed)):
+        name = f"synthetic_{i}"
+        Image.fromarray(example["image"]).save(folder / "images" / f"{name}.jpg", quality=92)
+        write_png(folder / "annotations" / "trimaps" / f"{name}.png",
+                  example["segmentation_mask"][..., 0])
+        names.append(name)
+    listing = "".join(f"{n} 1 1 1\n" for n in names)
+    (folder / "annotations" / "trainval.txt").write_text(listing)
+    (folder / "annotations" / "test.txt").write_text(listing)
+    return folder
+
+
+def _pairs(root: Path):
+    rows = [line.split()[0] for line in (root / "annotations" / "trainval.txt").read_text()
+            .splitlines() if line.strip() and not line.startswith("#")]
+    images = [root / "images" / f"{r}.jpg" for r in rows]
+    keep = [i for i, p in enumerate(images)
+            if p.is_file() and (root / "annotations" / "trimaps" / f"{rows[i]}.png").is_file()]
+    return ([str(images[i]) for i in keep],
+            [str(root / "annotations" / "trimaps" / f"{rows[i]}.png") for i in keep])
+
+
+def _throughput(batches, count: int, batch_size: int) -> float:
+    """Images/s of iterating `count` images' worth of batches."""
+    steps = -(-count // batch_size)
+    started = time.perf_counter()
+    seen = 0
+    for x, _ in batches.take(steps):
+        seen += int(x.shape[0])
+    return seen / (time.perf_counter() - started)
+
+
+def measure_pipelines(root: Path, config) -> dict:
+    results = {}
+    rss = _rss_mb()
+    started = time.perf_counter()
+    split = data.load_split(config, "train")
+    load_seconds = time.perf_counter() - started
+    ours = data.make_dataset(split.images, split.masks, config.batch_size, training=True,
+                             seed=0).repeat()
+    n = len(split)
+    results["ours"] = {
+        "first_pass_images_per_s": n / load_seconds,
+        "cached_images_per_s": statistics.median(
+            _throughput(ours, n, config.batch_size) for _ in range(3)),
+        "cache_mb": (split.images.nbytes + split.masks.nbytes) / 2**20,
+        "rss_growth_mb": _rss_mb() - rss,
+    }
+    image_paths, mask_paths = _pairs(root)
+    # The tutorial's masks are trimap values 1/2/3 (it subtracts 1): those of the local layout.
+    rss = _rss_mb()
+    reference = reference_pipeline(image_paths, mask_paths, config.image_size, config.batch_size)
+    first = _throughput(reference, n, config.batch_size)
+    results["reference"] = {
+        "first_pass_images_per_s": first,
+        "cached_images_per_s": statistics.median(
+            _throughput(reference, n, config.batch_size) for _ in range(3)),
+        "cache_mb": n * config.image_size ** 2 * (3 * 4 + 1) / 2**20,
+        "rss_growth_mb": _rss_mb() - rss,
+    }
+    return results, split, reference
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._started)
+
+
+def measure_training(config, batches, steps: int, epochs: int) -> float:
+    """Steady-state training images/s: the median epoch after the first (which compiles)."""
+    from unet_tf.train import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(config)
+    timer = _EpochTimer()
+    model.fit(batches, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    return steps * config.batch_size / statistics.median(timer.seconds[1:])
+
+
+def _latency_ms(function, repeats: int) -> float:
+    function()
+    function()  # warm-up: tracing and first allocations
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def measure_inference(model, images: np.ndarray, folder: Path, repeats: int, tflite: bool) -> dict:
+    from unet_tf.export import export_saved_model, export_tflite
+    from unet_tf.run_files import RunInfo
+
+    size = model.input_shape[1]
+    info = RunInfo(("pet", "background", "border"), size, "trimap", {}, {})
+    export = export_saved_model(model, folder / "export", info)
+    served = tf.saved_model.load(str(export)).signatures["serving_default"]
+    one, batch = images[:1], images[:16]
+    one_float = data.normalize(one).numpy()
+    batch_float = data.normalize(batch).numpy()
+    results = {
+        "keras": {
+            "latency_ms": _latency_ms(lambda: model.predict_on_batch(one_float), repeats),
+            "images_per_s": len(batch) / _latency_ms(
+                lambda: model.predict_on_batch(batch_float), max(repeats // 4, 3)) * 1000,
+        },
+        "savedmodel": {
+            "latency_ms": _latency_ms(lambda: served(images=tf.constant(one)), repeats),
+            "images_per_s": len(batch) / _latency_ms(
+                lambda: served(images=tf.constant(batch)), max(repeats // 4, 3)) * 1000,
+            "size_mb": sum(p.stat().st_size for p in export.rglob("*") if p.is_file()) / 2**20,
+        },
+    }
+    if tflite:
+        for name, quantize in (("tflite", False), ("tflite_quantized", True)):
+            path = export_tflite(model, folder / f"{name}.tflite", quantize=quantize)
+            interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=None)
+            interpreter.allocate_tensors()
+            (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+            def run():
+                interpreter.set_tensor(inp["index"], one_float)
+                interpreter.invoke()
+                return interpreter.get_tensor(out["index"])
+
+            latency = _latency_ms(run, repeats)
+            results[name] = {"latency_ms": latency, "images_per_s": 1000 / latency,
+                             "size_mb": path.stat().st_size / 2**20}
+    return results
+
+
+def run(args) -> dict:
+    with tempfile.TemporaryDirectory(prefix="unet_tf-benchmark-") as scratch:
+        scratch = Path(scratch)
+        root = Path(args.data_dir) if args.data_dir else write_photos(
+            scratch / "photos", args.examples, seed=0)
+        # The tutorial's model and recipe, from random weights (no download), in float32.
+        config = preset("tutorial", encoder_weights="none", image_size=args.image_size,
+                        batch_size=args.batch_size, alpha=args.alpha, data_dir=str(root),
+                        mixed_precision="off")
+        print(f"data: {root} ({'synthetic' if not args.data_dir else 'local copy'}), "
+              f"{config.image_size} px, batch {config.batch_size}, MobileNetV2 alpha {config.alpha}")
+        pipelines, split, reference = measure_pipelines(root, config)
+        steps = max(len(split) // config.batch_size, 1)
+        ours = data.make_dataset(split.images, split.masks, config.batch_size, training=True,
+                                 seed=0).repeat()
+        training = {"reference": measure_training(config, reference, steps, args.epochs),
+                    "ours": measure_training(config, ours, steps, args.epochs)}
+        for spe in args.steps_per_execution:
+            variant = dataclasses.replace(config, steps_per_execution=spe)
+            training[f"ours, steps_per_execution={spe}"] = measure_training(
+                variant, ours, steps - steps % spe or spe, args.epochs)
+        if args.xla:
+            variant = dataclasses.replace(config, xla="on")
+            training["ours, XLA"] = measure_training(variant, ours, steps, args.epochs)
+        from unet_tf.train import build_model
+
+        model = build_model(config)
+        inference = measure_inference(model, split.images, scratch, args.repeats,
+                                      not args.skip_tflite)
+    return {
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.processor() or platform.machine(),
+                    "gpus": len(tf.config.list_physical_devices("GPU")),
+                    "tensorflow": tf.__version__, "keras": keras.__version__},
+        "setup": {"examples": len(split), "image_size": config.image_size,
+                  "batch_size": config.batch_size, "alpha": config.alpha,
+                  "data": str(args.data_dir or "synthetic JPEG/PNG files")},
+        "pipeline": pipelines, "training_images_per_s": training, "inference": inference,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def format_table(result: dict) -> str:
+    p, t, i = result["pipeline"], result["training_images_per_s"], result["inference"]
+    ours_train, ref_train = t["ours"], t["reference"]
+    rows = [
+        "| measure | this project | tutorial-style reference | ratio |",
+        "|---|---|---|---|",
+        f"| input pipeline, first pass (img/s) | {p['ours']['first_pass_images_per_s']:.0f} | "
+        f"{p['reference']['first_pass_images_per_s']:.0f} | "
+        f"{p['ours']['first_pass_images_per_s'] / p['reference']['first_pass_images_per_s']:.2f}x |",
+        f"| input pipeline, cached (img/s) | {p['ours']['cached_images_per_s']:.0f} | "
+        f"{p['reference']['cached_images_per_s']:.0f} | "
+        f"{p['ours']['cached_images_per_s'] / p['reference']['cached_images_per_s']:.2f}x |",
+        f"| training (img/s, steady state) | {ours_train:.1f} | {ref_train:.1f} | "
+        f"{ours_train / ref_train:.2f}x |",
+    ]
+    for name, value in t.items():
+        if name not in ("ours", "reference"):
+            rows.append(f"| training, {name.split(', ', 1)[1]} (img/s) | {value:.1f} | | "
+                        f"{value / ref_train:.2f}x |")
+    rows += [
+        f"| cached training data (MB) | {p['ours']['cache_mb']:.1f} | "
+        f"{p['reference']['cache_mb']:.1f} | {p['ours']['cache_mb'] / p['reference']['cache_mb']:.2f}x |",
+        f"| pipeline's cached data / training consumption | "
+        f"{p['ours']['cached_images_per_s'] / ours_train:.0f}x | "
+        f"{p['reference']['cached_images_per_s'] / ref_train:.0f}x | |",
+        "",
+        "| inference | latency, batch 1 (ms) | throughput, batch 16 (img/s) | size (MB) | latency vs Keras |",
+        "|---|---|---|---|---|",
+    ]
+    keras_latency = i["keras"]["latency_ms"]
+    for name, values in i.items():
+        size = f"{values['size_mb']:.1f}" if "size_mb" in values else ""
+        throughput = f"{values['images_per_s']:.0f}" if not name.startswith("tflite") else "(batch 1)"
+        rows.append(f"| {name} | {values['latency_ms']:.1f} | {throughput} | {size} | "
+                    f"{values['latency_ms'] / keras_latency:.2f}x |")
+    rows.append("")
+    rows.append(f"peak process memory {result['peak_rss_mb']:.0f} MB; machine: "
+                f"{result['machine']['cpu_count']} CPUs, {result['machine']['gpus']} GPUs, "
+                f"TensorFlow {result['machine']['tensorflow']}")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m unet_tf.benchmark", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("--data-dir", help="a local oxford_iiit_pet copy (default: synthetic)")
+    parser.add_argument("--examples", type=int, default=256, help="synthetic photos to write")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs per variant (>= 2)")
+    parser.add_argument("--steps-per-execution", type=int, nargs="*", default=[4],
+                        help="extra training variants with these steps_per_execution")
+    parser.add_argument("--xla", action="store_true", help="also measure training with XLA")
+    parser.add_argument("--repeats", type=int, default=30, help="timed inference calls")
+    parser.add_argument("--skip-tflite", action="store_true")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: the first epoch compiles and is not timed")
+    result = run(args)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
