@@ -20,7 +20,6 @@ given as a ratio to it. The table is printed and, with --json, written.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -36,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from unet_tf.cli import command_parser
 from unet_tf import data
 from unet_tf.config import preset
 from unet_tf.data import synthetic
@@ -316,9 +316,7 @@ def format_table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m unet_tf.benchmark", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    parser = command_parser("unet_tf.benchmark", __doc__)
     parser.add_argument("--data-dir", help="a local oxford_iiit_pet copy (default: synthetic)")
     parser.add_argument("--examples", type=int, default=256, help="synthetic photos to write")
     parser.add_argument("--image-size", type=int, default=128)

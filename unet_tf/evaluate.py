@@ -20,7 +20,6 @@ the confusion matrix beside it.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from unet_tf.cli import command_parser
 from unet_tf import data, metrics, plots, postprocess
 from unet_tf.config import Config, ConfigError, preset
 from unet_tf.run_files import load_model_safely, write_json
@@ -130,9 +130,7 @@ def evaluation_config(model_path: Path, input_size: int, num_classes: int, args)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m unet_tf.evaluate", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    parser = command_parser("unet_tf.evaluate", __doc__)
     parser.add_argument("--model", required=True, help="a model.keras from a training run")
     parser.add_argument("--dataset", choices=("oxford_iiit_pet", "synthetic", "folder"))
     parser.add_argument("--data-dir", help="a local oxford_iiit_pet copy or an images/+masks/ folder")

@@ -23,7 +23,6 @@ input [1, S, S, 3] in [0, 1], output logits [1, S, S, classes]: resize and scale
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ import keras
 import tensorflow as tf
 
 import unet_tf  # noqa: F401  (registers the custom losses and metrics for loading)
+from unet_tf.cli import command_parser
 from unet_tf.data import normalize, resize_image
 from unet_tf.run_files import RunInfo, atomic_write_bytes, load_model_safely
 
@@ -130,9 +130,7 @@ def export_tflite(model: keras.Model, path: Path, quantize: bool = False) -> Pat
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m unet_tf.export", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    parser = command_parser("unet_tf.export", __doc__)
     parser.add_argument("--model", required=True, help="a model.keras from a training run")
     parser.add_argument("--out", required=True, help="the SavedModel folder to write (replaced)")
     parser.add_argument("--tflite", action="store_true", help="also write model.tflite (float32)")

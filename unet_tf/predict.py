@@ -17,7 +17,6 @@ written outside --out, and an output that would overwrite an input is refused.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from unet_tf.cli import command_parser
 from unet_tf import images as image_io
 from unet_tf import plots, postprocess
 from unet_tf.export import segment
@@ -115,9 +115,7 @@ def predict_files(segmenter: Segmenter, files, out: Path, steps=(), max_pixels=i
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m unet_tf.predict", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    parser = command_parser("unet_tf.predict", __doc__)
     parser.add_argument("--model", required=True, help="a model.keras or an exported SavedModel folder")
     parser.add_argument("--out", required=True, help="folder for the masks and overlays")
     parser.add_argument("--postprocess", default=postprocess.DEFAULT,

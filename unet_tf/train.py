@@ -21,7 +21,6 @@ TensorBoard logs in logs/.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import shutil
@@ -34,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from unet_tf.cli import command_parser
 from unet_tf import data, losses, metrics, plots
 from unet_tf import resume as resume_lib
 from unet_tf.config import Config, ConfigError, add_config_flags, config_from_args
@@ -364,9 +364,7 @@ def finish_run(model, run: Path, config: Config, val_split, history: dict, secon
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m unet_tf.train", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    parser = command_parser("unet_tf.train", __doc__)
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run from its last completed epoch (its "
                              "config.json decides everything else)")
