@@ -182,3 +182,56 @@ def test_same_seed_gives_the_same_history(tmp_path, run_python):
     first, second = [(run / "history.csv").read_text() for run in runs]
     assert len(first.splitlines()) == 3  # header + 2 epochs
     assert first == second
+
+
+def test_truncated_files_are_skipped_by_name(tmp_path):
+    """A photo cut short by a failed copy, and a truncated trimap: both skipped and named."""
+    from PIL import Image
+
+    from unet_tf import data
+    from unet_tf.config import Config
+    from unet_tf.data.synthetic import make_examples
+    from unet_tf.images import write_png
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations" / "trimaps").mkdir(parents=True)
+    names = ["cat_1", "cat_2", "cat_3", "dog_1"]
+    for name, example in zip(names, make_examples(len(names), 0)):
+        Image.fromarray(example["image"]).save(tmp_path / "images" / f"{name}.jpg")
+        write_png(tmp_path / "annotations" / "trimaps" / f"{name}.png",
+                  example["segmentation_mask"][..., 0])
+    photo = tmp_path / "images" / "cat_2.jpg"
+    photo.write_bytes(photo.read_bytes()[:300])
+    trimap = tmp_path / "annotations" / "trimaps" / "cat_3.png"
+    trimap.write_bytes(trimap.read_bytes()[:100])
+    (tmp_path / "annotations" / "trainval.txt").write_text("cat_1\ncat_2\ncat_3\n")
+    (tmp_path / "annotations" / "test.txt").write_text("dog_1\n")
+    train, _ = data.load_splits(Config(data_dir=str(tmp_path), image_size=32,
+                                       encoder_weights="none"))
+    assert train.names == ["cat_1"]
+    reasons = dict(train.skipped)
+    assert set(reasons) == {"cat_2", "cat_3"}
+    assert "cat_2.jpg" in reasons["cat_2"] and "cat_3.png" in reasons["cat_3"]
+    summary = data.summary(train, ("pet", "background", "border"))
+    assert "skipped 2" in summary and "cat_2" in summary
+
+
+def test_empty_image_folder_is_an_error_not_a_crash(tmp_path):
+    from unet_tf import data
+    from unet_tf.config import Config
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(data.DataError, match="empty"):
+        data.load_splits(Config(dataset="folder", data_dir=str(tmp_path), labels="binary",
+                                validation_fraction=0.2, encoder_weights="none"))
+
+
+def test_run_dir_of_another_run_is_refused_before_any_work(tiny_run, capsys):
+    from unet_tf.train import main
+
+    before = sorted(p.name for p in tiny_run.iterdir())
+    assert main(["--preset", "quickstart", "--run-dir", str(tiny_run)]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and f"--resume {tiny_run}" in err
+    assert sorted(p.name for p in tiny_run.iterdir()) == before

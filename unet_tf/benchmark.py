@@ -242,10 +242,12 @@ def run(args) -> dict:
                         mixed_precision="off")
         print(f"data: {root} ({'synthetic' if not args.data_dir else 'local copy'}), "
               f"{config.image_size} px, batch {config.batch_size}, MobileNetV2 alpha {config.alpha}")
+        print("input pipelines ...", flush=True)
         pipelines, split, reference = measure_pipelines(root, config)
         steps = max(len(split) // config.batch_size, 1)
         ours = data.make_dataset(split.images, split.masks, config.batch_size, training=True,
                                  seed=0).repeat()
+        print(f"training, {args.epochs} epochs of {steps} steps per variant ...", flush=True)
         training = {"reference": measure_training(config, reference, steps, args.epochs),
                     "ours": measure_training(config, ours, steps, args.epochs)}
         for spe in args.steps_per_execution:
@@ -257,6 +259,8 @@ def run(args) -> dict:
             training["ours, XLA"] = measure_training(variant, ours, steps, args.epochs)
         from unet_tf.train import build_model
 
+        print("inference: Keras, SavedModel" + ("" if args.skip_tflite else ", TFLite") + " ...",
+              flush=True)
         model = build_model(config)
         inference = measure_inference(model, split.images, scratch, args.repeats,
                                       not args.skip_tflite)

@@ -50,15 +50,21 @@ MONITOR = "val_dice"  # early stopping and checkpointing follow validation mean 
 PREDICTION_EXAMPLES = 6
 
 
+def check_run_dir(run_dir: str) -> None:
+    """A run folder given must be new or empty: never mix two runs' files."""
+    path = Path(run_dir)
+    if run_dir and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        hint = (f"; to continue the run it holds: python -m unet_tf.train --resume {path}"
+                if (path / "config.json").is_file() else "")
+        raise ConfigError(f"--run-dir {path} is not empty (it may hold another run); give a new "
+                          f"folder or empty this one{hint}")
+
+
 def make_run_dir(run_dir: str, config: Config) -> Path:
     """The folder given (must be new or empty), or a new timestamped folder under runs/."""
     if run_dir:
+        check_run_dir(run_dir)
         path = Path(run_dir)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise ConfigError(
-                f"--run-dir {path} is not empty (it may hold another run); give a new folder or "
-                "empty this one"
-            )
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path("runs") / f"{stamp}-{config.dataset}-{config.image_size}px"
@@ -175,6 +181,8 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
             still written when an epoch had completed).
     """
     verbose = _progress_verbosity() if verbose is None else verbose
+    if not resume and is_chief():
+        check_run_dir(str(run_dir or config.run_dir))  # before any work
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
