@@ -149,7 +149,15 @@ def test_set_encoder_trainable(tiny_model_kwargs):
     set_encoder_trainable(model, False)
     assert not encoder_of(model).trainable
     assert len(model.trainable_weights) == count - encoder_trainable
+    # Unfreezing keeps the encoder's BatchNorm frozen (its gamma and beta stay fixed)...
+    from unet_tf.model import batch_norm_layers
+
     set_encoder_trainable(model, True)
+    norms = list(batch_norm_layers(encoder_of(model)))
+    assert norms and not any(layer.trainable for layer in norms)
+    assert len(model.trainable_weights) == count - 2 * len(norms)
+    # ...unless asked to train it too.
+    set_encoder_trainable(model, True, batch_norm_trainable=True)
     assert len(model.trainable_weights) == count
 
 
