@@ -49,7 +49,7 @@ class _TutorialAugment(keras.layers.Layer):
     """The tutorial's Augment layer: one RandomFlip for inputs, one for labels, same seed."""
 
     def __init__(self, seed=42):
-        super().__init__()
+        super().__init__(name="tutorial_augment")
         self.augment_inputs = keras.layers.RandomFlip(mode="horizontal", seed=seed)
         self.augment_labels = keras.layers.RandomFlip(mode="horizontal", seed=seed)
 
