@@ -35,13 +35,6 @@ def _tmp_keras_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp.keras")  # Keras insists on the .keras suffix
 
 
-def save_model(model: keras.Model, path) -> None:
-    """`model.save` to a temporary `.keras` name, then renamed over `path`."""
-    path = Path(path)
-    model.save(_tmp_keras_path(path))
-    os.replace(_tmp_keras_path(path), path)
-
-
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keras' ModelCheckpoint, writing each new best model to a temporary name and renaming it
     over `filepath`: a crash mid-save never leaves a truncated model.keras."""

@@ -211,7 +211,7 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     elif resume:
         run = Path(run_dir)
         state = resume_lib.read_state(run)
-        initial_epoch, restored = _restore(model, run, state, config)
+        initial_epoch, restored = _restore(model, run, state, config, strategy)
         print(f"resuming {run} after epoch {initial_epoch}")
     else:
         run = make_run_dir(str(run_dir or config.run_dir), config)
@@ -299,22 +299,28 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     return run
 
 
+def _unfreeze_for_fine_tuning(model, config: Config, strategy) -> None:
+    """Unfreezes the encoder (not its BatchNorm) and recompiles at the fine-tuning rate."""
+    with strategy.scope():
+        set_encoder_trainable(model, True)
+        compile_model(model, dataclasses.replace(config, learning_rate=config.fine_tune_learning_rate,
+                                                 lr_schedule="constant", warmup_epochs=0))
+
+
 def _start_fine_tuning(model, config: Config, strategy, early_stopping, callbacks) -> None:
     """Phase two: unfreeze the encoder (not its BatchNorm), recompile at the fine-tuning rate,
     and carry the early-stopping state over so that only a better epoch counts as best."""
     restored = {"best": early_stopping.best, "wait": 0, "best_epoch": early_stopping.best_epoch,
                 "best_weights": early_stopping.best_weights}
-    with strategy.scope():
-        set_encoder_trainable(model, True)
-        compile_model(model, dataclasses.replace(config, learning_rate=config.fine_tune_learning_rate,
-                                                 lr_schedule="constant", warmup_epochs=0))
+    _unfreeze_for_fine_tuning(model, config, strategy)
     early_stopping.restored = restored
     for callback in callbacks:
         if isinstance(callback, keras.callbacks.CSVLogger):
             callback.append = True
 
 
-def _restore(model: keras.Model, run: Path, state: dict | None, config: Config) -> tuple:
+def _restore(model: keras.Model, run: Path, state: dict | None, config: Config,
+             strategy) -> tuple:
     """(initial epoch, early-stopping state) of an interrupted run, with the model's weights and
     optimizer state put back."""
     if state is None:
@@ -323,9 +329,7 @@ def _restore(model: keras.Model, run: Path, state: dict | None, config: Config) 
     if state["finished"]:
         raise ConfigError(f"--resume {run}: this run finished; its results are in {run}")
     if "fine_tune_from" in state.get("extra", {}):  # it was fine-tuning
-        set_encoder_trainable(model, True)
-        compile_model(model, dataclasses.replace(config, learning_rate=config.fine_tune_learning_rate,
-                                                 lr_schedule="constant", warmup_epochs=0))
+        _unfreeze_for_fine_tuning(model, config, strategy)
     model.optimizer.build(model.trainable_variables)
     model.load_weights(run / resume_lib.FOLDER / state["weights"])
     resume_lib.truncate_history(run / "history.csv", state["epochs_completed"])
