@@ -95,7 +95,8 @@ class Config:
     # auto: XLA on GPUs only (on CPUs it made training steps several times slower).
     xla: str = "auto"  # auto | on | off
     # auto: mixed_float16 on a GPU (about twice as fast on Tensor Cores), float32 on a CPU.
-    mixed_precision: str = "auto"
+    # bfloat16: mixed_bfloat16, for CPUs with bfloat16 instructions (see the README's numbers).
+    mixed_precision: str = "auto"  # auto | on | off | bfloat16
     seed: int = 0
     # Deterministic TensorFlow ops: the same seed gives the same history on the same machine
     # (somewhat slower; XLA is off).
@@ -146,8 +147,9 @@ class Config:
             errors.append(f"augment_rotation={self.augment_rotation}: expected 0 to 180 degrees")
         if self.strategy not in STRATEGIES:
             errors.append(f"strategy={self.strategy!r}: expected one of {', '.join(STRATEGIES)}")
-        if self.mixed_precision not in SWITCHES:
-            errors.append(f"mixed_precision={self.mixed_precision!r}: expected auto, on or off")
+        if self.mixed_precision not in SWITCHES + ("bfloat16",):
+            errors.append(f"mixed_precision={self.mixed_precision!r}: expected auto, on, off or "
+                          "bfloat16")
         if self.dataset == "folder" and not self.data_dir:
             errors.append("dataset='folder' needs data_dir: a folder holding images/ and masks/")
         if self.image_size < 32 or self.image_size % 32:

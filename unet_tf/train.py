@@ -76,10 +76,20 @@ def make_run_dir(run_dir: str, config: Config) -> Path:
     return path
 
 
+def precision_policy(config: Config) -> str:
+    """The Keras dtype policy the model is built under: `mixed_float16` for `on` (and for `auto`
+    on a GPU), `mixed_bfloat16` for `bfloat16` (for CPUs with bfloat16 instructions, e.g.
+    AVX512-BF16 or AMX), `float32` otherwise."""
+    if config.mixed_precision == "bfloat16":
+        return "mixed_bfloat16"
+    if config.mixed_precision == "on" or (
+            config.mixed_precision == "auto" and tf.config.list_physical_devices("GPU")):
+        return "mixed_float16"
+    return "float32"
+
+
 def use_mixed_precision(config: Config) -> bool:
-    if config.mixed_precision == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
-    return config.mixed_precision == "on"
+    return precision_policy(config) != "float32"
 
 
 def use_xla(config: Config) -> bool:
@@ -94,16 +104,15 @@ def build_model(config: Config, strategy: tf.distribute.Strategy | None = None,
                 steps_per_epoch: int | None = None) -> keras.Model:
     """The U-Net for a `Config`, compiled with its optimizer, loss and metrics.
 
-    Under mixed precision the layers compute in float16 and keep float32 weights; the logits
-    layer stays float32. The global Keras policy is restored before returning. With a strategy
-    of several replicas everything is built in its scope, BatchNorm statistics are synchronized
+    Under mixed precision the layers compute in float16 (or bfloat16) and keep float32 weights;
+    the logits layer stays float32. The global Keras policy is restored before returning. With a
+    strategy of several replicas everything is built in its scope, BatchNorm statistics are synchronized
     across replicas, and with `scale_learning_rate` the learning rate is multiplied by their number.
     `steps_per_epoch` lays out a cosine learning-rate schedule (without it: the peak rate).
     """
     strategy = strategy or tf.distribute.get_strategy()
     previous = keras.mixed_precision.global_policy()
-    if use_mixed_precision(config):
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.mixed_precision.set_global_policy(precision_policy(config))
     try:
         with strategy.scope():
             model = _build_model(config)

@@ -235,9 +235,8 @@ def _read_pair(image_path: Path, mask_path: Path, config, encoding: str):
         if mask.max() >= config.num_classes:
             return None, None, (f"mask values {np.unique(mask).tolist()} outside the "
                                 f"{config.num_classes} classes {list(config.class_names)}")
-    image = preprocess.resize_image(image, config.image_size).numpy()
-    mask = preprocess.resize_mask(mask, config.image_size).numpy()
-    return image, mask, None
+    image, mask = preprocess.resize_example(image, mask, config.image_size)
+    return image.numpy(), mask.numpy(), None
 
 
 def _read_pairs(split: str, pairs: list, config, encoding: str, skipped: list) -> Split:
