@@ -70,6 +70,7 @@ def test_same_weights_give_the_same_predictions_and_loss(models, batch):
     assert loss_half == pytest.approx(loss_full, rel=0.01)
 
 
+@pytest.mark.slow  # four epochs in each precision: about half a minute on 2 cores
 def test_training_steps_follow_float32(batch):
     images, masks = batch
     keras.utils.set_random_seed(1)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from unet_tf.postprocess import parse, postprocess
+from unet_tf.postprocess import check, parse, postprocess, resolve
 
 TRIMAP = ("pet", "background", "border")
 B = 1  # background in trimap order
@@ -21,6 +21,16 @@ def test_parse_orders_and_validates():
     assert parse("none") == () and parse("") == ()
     with pytest.raises(ValueError, match="unknown step"):
         parse("largest,blur")
+
+
+def test_auto_depends_on_the_training_dataset():
+    assert resolve("auto", "oxford_iiit_pet") == ("largest", "fill")
+    assert resolve("auto", "folder") == () and resolve("auto", "synthetic") == ()
+    assert resolve("auto", None) == ()
+    assert resolve("fill", "folder") == ("fill",) and resolve("none", "oxford_iiit_pet") == ()
+    assert check("auto") == "auto"
+    with pytest.raises(ValueError, match="expected auto, none"):
+        check("biggest")
 
 
 def test_largest_keeps_one_component_and_its_border():

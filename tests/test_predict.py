@@ -114,3 +114,42 @@ def test_predict_postprocess_applies(tiny_run, tmp_path):
     pet = mask != 1  # trimap labels: 1 is background
     assert ndimage.label(pet)[1] <= 1  # at most one pet component
     assert np.array_equal(ndimage.binary_fill_holes(pet), pet)  # no holes
+
+
+def test_auto_postprocess_for_a_model_trained_on_pets(tiny_run, tmp_path, capsys):
+    """The default (auto) cleans the masks of an oxford_iiit_pet model; none keeps them raw."""
+    import json
+    import shutil
+
+    from scipy import ndimage
+
+    from unet_tf.postprocess import postprocess
+
+    run = tmp_path / "pets_run"
+    run.mkdir()
+    shutil.copy(tiny_run / "model.keras", run / "model.keras")
+    config = json.loads((tiny_run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "dataset": "oxford_iiit_pet"}))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(4):
+        Image.fromarray(_photo(64, 64, seed=seed)).save(photos / f"p{seed}.png")
+    assert main(["--model", str(run / "model.keras"), "--out", str(tmp_path / "raw"),
+                 "--postprocess", "none", str(photos)]) == 0
+    assert main(["--model", str(run / "model.keras"), "--out", str(tmp_path / "auto"),
+                 str(photos)]) == 0
+    assert "post-processing largest,fill" in capsys.readouterr().out
+    classes = ("pet", "background", "border")
+    changed = 0
+    for seed in range(4):
+        raw = np.asarray(Image.open(tmp_path / "raw" / f"p{seed}_mask.png"))
+        auto = np.asarray(Image.open(tmp_path / "auto" / f"p{seed}_mask.png"))
+        np.testing.assert_array_equal(auto, postprocess(raw, classes, "largest,fill"))
+        assert ndimage.label(auto != 1)[1] <= 1
+        changed += not np.array_equal(auto, raw)
+    assert changed  # noise photos give ragged raw masks: the clean-up had work to do
+    # a model trained on anything else keeps its raw masks by default
+    assert main(["--model", str(tiny_run / "model.keras"), "--out", str(tmp_path / "other"),
+                 str(photos / "p0.png")]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "other" / "p0_mask.png")),
+                                  np.asarray(Image.open(tmp_path / "raw" / "p0_mask.png")))

@@ -8,7 +8,8 @@ In one run, on the same model and the same photos read from files on disk, it me
 
 a. input pipeline: images/s delivered as training batches, on the first pass (decoding, filling
    the cache) and on later passes (from the cache);
-b. training: images/s in steady state (from the second epoch; the first one compiles);
+b. training: images/s in steady state (the median epoch after the first, which compiles; the
+   variants' epochs are interleaved, so a drift in the machine's speed hits them alike);
 c. inference: per-image latency (batch 1) and throughput (batch 16) of the Keras model, the
    exported SavedModel (resize, scaling and argmax included) and TFLite (float32 and quantized);
 d. memory: the bytes the training data takes in each cache, and the process's peak RSS.
@@ -173,15 +174,27 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._started)
 
 
-def measure_training(config, batches, steps: int, epochs: int) -> float:
-    """Steady-state training images/s: the median epoch after the first (which compiles)."""
+def measure_training(variants: dict, rounds: int) -> dict:
+    """Steady-state training images/s of each variant, {name: (config, batches, steps)}.
+
+    Every variant first trains one epoch (which compiles, untimed); then `rounds` rounds of one
+    epoch per variant, interleaved, so that a change in the machine's speed during the run (on
+    shared machines it drifts by tens of percent) hits every variant alike. Reported: the median
+    epoch of each.
+    """
     from unet_tf.train import build_model
 
-    keras.utils.set_random_seed(0)
-    model = build_model(config)
-    timer = _EpochTimer()
-    model.fit(batches, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
-    return steps * config.batch_size / statistics.median(timer.seconds[1:])
+    models, timers = {}, {}
+    for name, (config, batches, steps) in variants.items():
+        keras.utils.set_random_seed(0)
+        models[name], timers[name] = build_model(config), _EpochTimer()
+        models[name].fit(batches, epochs=1, steps_per_epoch=steps, verbose=0)
+    for _ in range(rounds):
+        for name, (config, batches, steps) in variants.items():
+            models[name].fit(batches, epochs=1, steps_per_epoch=steps, callbacks=[timers[name]],
+                             verbose=0)
+    return {name: steps * config.batch_size / statistics.median(timers[name].seconds)
+            for name, (config, batches, steps) in variants.items()}
 
 
 def _latency_ms(function, repeats: int) -> float:
@@ -253,19 +266,19 @@ def run(args) -> dict:
         steps = max(len(split) // config.batch_size, 1)
         ours = data.make_dataset(split.images, split.masks, config.batch_size, training=True,
                                  seed=0).repeat()
-        print(f"training, {args.epochs} epochs of {steps} steps per variant ...", flush=True)
-        training = {"reference": measure_training(config, reference, steps, args.epochs),
-                    "ours": measure_training(config, ours, steps, args.epochs)}
+        print(f"training, {args.epochs} epochs of {steps} steps per variant, interleaved ...",
+              flush=True)
+        variants = {"reference": (config, reference, steps), "ours": (config, ours, steps)}
         for spe in args.steps_per_execution:
-            variant = dataclasses.replace(config, steps_per_execution=spe)
-            training[f"ours, steps_per_execution={spe}"] = measure_training(
-                variant, ours, steps - steps % spe or spe, args.epochs)
+            spe_config = dataclasses.replace(config, steps_per_execution=spe)
+            variants[f"ours, steps_per_execution={spe}"] = (spe_config, ours,
+                                                            steps - steps % spe or spe)
         if args.xla:
-            variant = dataclasses.replace(config, xla="on")
-            training["ours, XLA"] = measure_training(variant, ours, steps, args.epochs)
+            variants["ours, XLA"] = (dataclasses.replace(config, xla="on"), ours, steps)
         if args.bfloat16:
-            variant = dataclasses.replace(config, mixed_precision="bfloat16")
-            training["ours, mixed_bfloat16"] = measure_training(variant, ours, steps, args.epochs)
+            variants["ours, mixed_bfloat16"] = (
+                dataclasses.replace(config, mixed_precision="bfloat16"), ours, steps)
+        training = measure_training(variants, args.epochs - 1)
         from unet_tf.train import build_model
 
         print("inference: Keras, SavedModel" + ("" if args.skip_tflite else ", TFLite") + " ...",
@@ -335,7 +348,7 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--alpha", type=float, default=1.0)
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs per variant (>= 2)")
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs per variant (>= 2)")
     parser.add_argument("--steps-per-execution", type=int, nargs="*", default=[4],
                         help="extra training variants with these steps_per_execution")
     parser.add_argument("--xla", action="store_true", help="also measure training with XLA")

@@ -3,10 +3,13 @@
     python -m unet_tf.evaluate --model runs/RUN/model.keras
     python -m unet_tf.evaluate --model runs/RUN/model.keras \
         --data-dir ../shared/data/oxford-pets-sample --split test --json test_metrics.json
-    python -m unet_tf.evaluate --model runs/RUN/model.keras --postprocess largest,fill
+    python -m unet_tf.evaluate --model runs/RUN/model.keras --postprocess none
 
 Without data flags it evaluates on the validation split of the run the model came from (its
-config.json). Masks are compared at the model's input size, as during training. Reported:
+config.json). Masks are compared at the model's input size, as during training, after the
+post-processing `predict` applies (`--postprocess auto`: largest pet and filled holes for models
+trained on oxford_iiit_pet, none for others; `none` measures the raw masks, as the training's
+validation metrics do). Reported:
 
 - per class and mean: Dice, IoU (dataset-level: from pixel counts summed over the split), and
   pixel accuracy;
@@ -138,16 +141,19 @@ def main(argv=None) -> int:
     parser.add_argument("--split", help="split to evaluate, e.g. test, train[80%%:] (default: the "
                                         "run's validation split)")
     parser.add_argument("--postprocess", default=postprocess.DEFAULT,
-                        help=f"none or a comma-separated list of {', '.join(postprocess.STEPS)}")
+                        help=f"auto, none or a comma-separated list of "
+                             f"{', '.join(postprocess.STEPS)} (default: auto = largest,fill for "
+                             "models trained on oxford_iiit_pet, none otherwise)")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average each photo's and its mirror "
                              "image's probabilities")
     parser.add_argument("--json", help="where to write the metrics (default: beside the model)")
     args = parser.parse_args(argv)
     try:
-        steps = postprocess.parse(args.postprocess)
+        postprocess.check(args.postprocess)
         model_path = Path(args.model)
         model, info = load_model_safely(model_path)
+        steps = postprocess.resolve(args.postprocess, info.config.get("dataset"))
         config = evaluation_config(model_path, info.input_size, int(model.output_shape[-1]), args)
         if config.num_classes != model.output_shape[-1]:
             raise ConfigError(f"labels={config.labels} has {config.num_classes} classes but the "

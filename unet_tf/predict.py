@@ -10,6 +10,9 @@ first frame, BMP, TIFF, WebP; any size) it writes into --out:
 - `<stem>_mask.png`: the class index of every pixel (0, 1, ...) at the photo's own resolution;
 - `<stem>_overlay.png`: the photo with the predicted classes tinted (background left as is).
 
+Masks of a model trained on oxford_iiit_pet keep only the largest pet and have their holes filled
+(`--postprocess auto`, the default; `--postprocess none` writes the model's raw masks).
+
 Folders are searched (not recursively) for image files. A file that cannot be read is reported
 with the reason and the others are still processed; the exit status is 1 if any failed. Nothing is
 written outside --out, and an output that would overwrite an input is refused.
@@ -47,9 +50,11 @@ class Segmenter:
             classes = int(self._function.structured_outputs["probabilities"].shape[-1])
             self.class_names = tuple(metadata.get("class_names",
                                                   [f"class_{i}" for i in range(classes)]))
+            self.trained_on = metadata.get("config", {}).get("dataset")
         else:
             model, info = load_model_safely(path)
             self.class_names = info.class_names
+            self.trained_on = info.config.get("dataset")
             self._function = tf.function(
                 lambda images: dict(zip(("mask", "probabilities"), segment(model, images))),
                 input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
@@ -119,15 +124,17 @@ def main(argv=None) -> int:
     parser.add_argument("--model", required=True, help="a model.keras or an exported SavedModel folder")
     parser.add_argument("--out", required=True, help="folder for the masks and overlays")
     parser.add_argument("--postprocess", default=postprocess.DEFAULT,
-                        help=f"none or a comma-separated list of {', '.join(postprocess.STEPS)} "
-                             f"(default: {postprocess.DEFAULT})")
+                        help=f"auto, none or a comma-separated list of "
+                             f"{', '.join(postprocess.STEPS)} (default: auto = largest,fill for "
+                             "models trained on oxford_iiit_pet, none otherwise)")
     parser.add_argument("--max-pixels", type=int, default=image_io.MAX_PIXELS,
                         help="refuse images above this many pixels (default: %(default)s)")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     args = parser.parse_args(argv)
     try:
-        steps = postprocess.parse(args.postprocess)
+        postprocess.check(args.postprocess)
         segmenter = Segmenter(args.model)
+        steps = postprocess.resolve(args.postprocess, segmenter.trained_on)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -136,7 +143,8 @@ def main(argv=None) -> int:
     failures = problems + predict_files(segmenter, files, out, steps, args.max_pixels)
     done = len(files) - (len(failures) - len(problems))
     print(f"{done} of {len(files)} images segmented into {out}/ (<stem>_mask.png, "
-          f"<stem>_overlay.png; classes {', '.join(segmenter.class_names)})")
+          f"<stem>_overlay.png; classes {', '.join(segmenter.class_names)}; post-processing "
+          f"{','.join(steps) or 'none'})")
     for _, reason in failures:
         print(f"failed: {reason}", file=sys.stderr)
     return 1 if failures else 0

@@ -78,8 +78,8 @@ def make_run_dir(run_dir: str, config: Config) -> Path:
 
 def precision_policy(config: Config) -> str:
     """The Keras dtype policy the model is built under: `mixed_float16` for `on` (and for `auto`
-    on a GPU), `mixed_bfloat16` for `bfloat16` (for CPUs with bfloat16 instructions, e.g.
-    AVX512-BF16 or AMX), `float32` otherwise."""
+    on a GPU), `mixed_bfloat16` for `bfloat16` (TPUs; CPUs with fast bfloat16 units), `float32`
+    otherwise."""
     if config.mixed_precision == "bfloat16":
         return "mixed_bfloat16"
     if config.mixed_precision == "on" or (
