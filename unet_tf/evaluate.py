@@ -140,10 +140,7 @@ def main(argv=None) -> int:
     parser.add_argument("--labels", choices=("trimap", "binary", "index"))
     parser.add_argument("--split", help="split to evaluate, e.g. test, train[80%%:] (default: the "
                                         "run's validation split)")
-    parser.add_argument("--postprocess", default=postprocess.DEFAULT,
-                        help=f"auto, none or a comma-separated list of "
-                             f"{', '.join(postprocess.STEPS)} (default: auto = largest,fill for "
-                             "models trained on oxford_iiit_pet, none otherwise)")
+    postprocess.add_argument(parser)
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average each photo's and its mirror "
                              "image's probabilities")

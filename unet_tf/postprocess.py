@@ -34,6 +34,14 @@ def parse(spec: str) -> tuple:
     return tuple(s for s in STEPS if s in names)
 
 
+def add_argument(parser) -> None:
+    """The `--postprocess` option of `predict` and `evaluate`."""
+    parser.add_argument("--postprocess", default=DEFAULT,
+                        help=f"auto, none or a comma-separated list of {', '.join(STEPS)} "
+                             "(default: auto = largest,fill for models trained on "
+                             "oxford_iiit_pet, none otherwise)")
+
+
 def resolve(spec: str, trained_on: str | None) -> tuple:
     """The steps of `spec` for a model trained on the dataset `trained_on` ('auto' depends on it)."""
     if (spec or "").strip() == "auto":

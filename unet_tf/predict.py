@@ -123,10 +123,7 @@ def main(argv=None) -> int:
     parser = command_parser("unet_tf.predict", __doc__)
     parser.add_argument("--model", required=True, help="a model.keras or an exported SavedModel folder")
     parser.add_argument("--out", required=True, help="folder for the masks and overlays")
-    parser.add_argument("--postprocess", default=postprocess.DEFAULT,
-                        help=f"auto, none or a comma-separated list of "
-                             f"{', '.join(postprocess.STEPS)} (default: auto = largest,fill for "
-                             "models trained on oxford_iiit_pet, none otherwise)")
+    postprocess.add_argument(parser)
     parser.add_argument("--max-pixels", type=int, default=image_io.MAX_PIXELS,
                         help="refuse images above this many pixels (default: %(default)s)")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")

@@ -106,8 +106,9 @@ def build_model(config: Config, strategy: tf.distribute.Strategy | None = None,
 
     Under mixed precision the layers compute in float16 (or bfloat16) and keep float32 weights;
     the logits layer stays float32. The global Keras policy is restored before returning. With a
-    strategy of several replicas everything is built in its scope, BatchNorm statistics are synchronized
-    across replicas, and with `scale_learning_rate` the learning rate is multiplied by their number.
+    strategy of several replicas everything is built in its scope, BatchNorm statistics are
+    synchronized across replicas, and with `scale_learning_rate` the learning rate is multiplied by
+    their number.
     `steps_per_epoch` lays out a cosine learning-rate schedule (without it: the peak rate).
     """
     strategy = strategy or tf.distribute.get_strategy()
