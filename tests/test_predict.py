@@ -153,3 +153,29 @@ def test_auto_postprocess_for_a_model_trained_on_pets(tiny_run, tmp_path, capsys
                  str(photos / "p0.png")]) == 0
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "other" / "p0_mask.png")),
                                   np.asarray(Image.open(tmp_path / "raw" / "p0_mask.png")))
+
+
+def test_predict_tta_averages_a_photo_and_its_mirror(tiny_run, tmp_path):
+    """--tta masks equal evaluate's flip TTA at the model's size, and a mirrored photo gets
+    exactly the mirrored mask (it does not without --tta)."""
+    import keras
+
+    from unet_tf.evaluate import predict_masks
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    square, wide = _photo(64, 64, seed=5), _photo(50, 80, seed=6)
+    for name, image in (("square", square), ("wide", wide), ("wide_mirrored", wide[:, ::-1])):
+        Image.fromarray(image).save(photos / f"{name}.png")
+    masks = {}
+    for flags in ((), ("--tta",)):
+        out = tmp_path / ("tta" if flags else "plain")
+        assert main(["--model", str(tiny_run / "model.keras"), "--out", str(out), *flags,
+                     str(photos)]) == 0
+        masks[flags] = {name: np.asarray(Image.open(out / f"{name}_mask.png"))
+                        for name in ("square", "wide", "wide_mirrored")}
+    tta, plain = masks[("--tta",)], masks[()]
+    model = keras.models.load_model(tiny_run / "model.keras")  # trained at 64 px
+    np.testing.assert_array_equal(tta["square"], predict_masks(model, square[None], tta=True)[0])
+    np.testing.assert_array_equal(tta["wide_mirrored"], tta["wide"][:, ::-1])
+    assert not np.array_equal(plain["wide_mirrored"], plain["wide"][:, ::-1])

@@ -1,5 +1,6 @@
-"""What every `python -m unet_tf.<command>` shares: its parser is built from its module docstring
-(first paragraph: the description; the rest, commands that run as written: the epilog)."""
+"""What the `python -m unet_tf.<command>` commands share: a parser built from the command's module
+docstring (first paragraph: the description; the rest, commands that run as written: the
+epilog), and the options several commands take."""
 
 import argparse
 
@@ -8,3 +9,10 @@ def command_parser(module: str, doc: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog=f"python -m {module}", description=doc.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc.split("\n", 2)[2])
+
+
+def add_tta_argument(parser: argparse.ArgumentParser) -> None:
+    """`--tta`, the same for predict and evaluate."""
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average each photo's and its mirror "
+                             "image's class probabilities (twice the work)")

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from unet_tf.cli import command_parser
+from unet_tf.cli import add_tta_argument, command_parser
 from unet_tf import data, metrics, plots, postprocess
 from unet_tf.config import Config, ConfigError, preset
 from unet_tf.run_files import load_model_safely, write_json
@@ -141,9 +141,7 @@ def main(argv=None) -> int:
     parser.add_argument("--split", help="split to evaluate, e.g. test, train[80%%:] (default: the "
                                         "run's validation split)")
     postprocess.add_argument(parser)
-    parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation: average each photo's and its mirror "
-                             "image's probabilities")
+    add_tta_argument(parser)
     parser.add_argument("--json", help="where to write the metrics (default: beside the model)")
     args = parser.parse_args(argv)
     try:

@@ -3,6 +3,7 @@
     python -m unet_tf.predict --model runs/RUN/model.keras --out predictions photo.jpg
     python -m unet_tf.predict --model exports/pets --out predictions photos/ more.png
     python -m unet_tf.predict --model runs/RUN/model.keras --out predictions --postprocess largest,fill photos/
+    python -m unet_tf.predict --model exports/pets --out predictions --tta photos/
 
 For every input image (JPEG incl. CMYK and grayscale, PNG incl. RGBA, palette and 16-bit, GIF's
 first frame, BMP, TIFF, WebP; any size) it writes into --out:
@@ -11,7 +12,9 @@ first frame, BMP, TIFF, WebP; any size) it writes into --out:
 - `<stem>_overlay.png`: the photo with the predicted classes tinted (background left as is).
 
 Masks of a model trained on oxford_iiit_pet keep only the largest pet and have their holes filled
-(`--postprocess auto`, the default; `--postprocess none` writes the model's raw masks).
+(`--postprocess auto`, the default; `--postprocess none` writes the model's raw masks). `--tta`
+averages the class probabilities of each photo and of its mirror image (twice the work; the same
+test-time flips as `python -m unet_tf.evaluate --tta`).
 
 Folders are searched (not recursively) for image files. A file that cannot be read is reported
 with the reason and the others are still processed; the exit status is 1 if any failed. Nothing is
@@ -28,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from unet_tf.cli import command_parser
+from unet_tf.cli import add_tta_argument, command_parser
 from unet_tf import images as image_io
 from unet_tf import plots, postprocess
 from unet_tf.export import segment
@@ -36,9 +39,13 @@ from unet_tf.run_files import load_model_safely
 
 
 class Segmenter:
-    """Photo (uint8 [H, W, 3]) -> class mask [H, W], from a model.keras or a SavedModel folder."""
+    """Photo (uint8 [H, W, 3]) -> class mask [H, W], from a model.keras or a SavedModel folder.
 
-    def __init__(self, model_path):
+    With `tta` the class probabilities of the photo and of its mirror image are averaged.
+    """
+
+    def __init__(self, model_path, tta: bool = False):
+        self.tta = tta
         path = Path(model_path)
         if path.is_dir():
             metadata_path = path / "metadata.json"
@@ -60,8 +67,13 @@ class Segmenter:
                 input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        outputs = self._function(images=tf.constant(image[None]))
-        return outputs["mask"][0].numpy().astype(np.uint8)
+        if not self.tta:
+            outputs = self._function(images=tf.constant(image[None]))
+            return outputs["mask"][0].numpy().astype(np.uint8)
+        pair = tf.constant(np.stack([image, image[:, ::-1]]))
+        probabilities = self._function(images=pair)["probabilities"].numpy()
+        mean = (probabilities[0] + probabilities[1, :, ::-1]) / 2
+        return np.argmax(mean, axis=-1).astype(np.uint8)
 
 
 def collect_inputs(inputs) -> tuple:
@@ -124,13 +136,14 @@ def main(argv=None) -> int:
     parser.add_argument("--model", required=True, help="a model.keras or an exported SavedModel folder")
     parser.add_argument("--out", required=True, help="folder for the masks and overlays")
     postprocess.add_argument(parser)
+    add_tta_argument(parser)
     parser.add_argument("--max-pixels", type=int, default=image_io.MAX_PIXELS,
                         help="refuse images above this many pixels (default: %(default)s)")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     args = parser.parse_args(argv)
     try:
         postprocess.check(args.postprocess)
-        segmenter = Segmenter(args.model)
+        segmenter = Segmenter(args.model, tta=args.tta)
         steps = postprocess.resolve(args.postprocess, segmenter.trained_on)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -141,7 +154,7 @@ def main(argv=None) -> int:
     done = len(files) - (len(failures) - len(problems))
     print(f"{done} of {len(files)} images segmented into {out}/ (<stem>_mask.png, "
           f"<stem>_overlay.png; classes {', '.join(segmenter.class_names)}; post-processing "
-          f"{','.join(steps) or 'none'})")
+          f"{','.join(steps) or 'none'}{'; flip test-time augmentation' if args.tta else ''})")
     for _, reason in failures:
         print(f"failed: {reason}", file=sys.stderr)
     return 1 if failures else 0
