@@ -51,8 +51,7 @@ def resolve(spec: str, trained_on: str | None) -> tuple:
 
 def check(spec: str) -> str:
     """`spec` if it is `auto` or parses (else ValueError): to reject a typo before a model loads."""
-    if (spec or "").strip() != "auto":
-        parse(spec)
+    resolve(spec, trained_on=None)
     return spec
 
 
