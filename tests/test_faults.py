@@ -50,14 +50,15 @@ def _wait_for_epochs(run, process, count, timeout=180):
 
 def test_sigkill_then_resume_loses_at_most_one_epoch(tmp_path, run_python):
     run = tmp_path / "run"
-    process = _start_training([*TINY, "--epochs", "4", "--patience", "10", "--run-dir", str(run)],
-                              tmp_path)
+    process = _start_training([*TINY, "--epochs", "4", "--patience", "10", "--average-weights",
+                               "--run-dir", str(run)], tmp_path)
     _wait_for_epochs(run, process, 2)
     process.send_signal(signal.SIGKILL)
     process.wait()
     state = json.loads((run / "resume" / "state.json").read_text())
     assert state["epochs_completed"] >= 2 and not state["finished"]
     assert (run / "model.keras").is_file()
+    assert (run / "resume" / state["extra"]["average"]["file"]).is_file()  # the running mean
 
     resumed, _ = run_python(["-m", "unet_tf.train", "--resume", str(run)], cwd=tmp_path,
                             timeout=300)
@@ -68,6 +69,7 @@ def test_sigkill_then_resume_loses_at_most_one_epoch(tmp_path, run_python):
         assert (run / name).is_file()
     assert json.loads((run / "resume" / "state.json").read_text())["finished"]
     assert not list(run.rglob(".*tmp*"))  # no half-written files left behind
+    assert not list((run / "resume").glob("average_*"))
 
 
 def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):

@@ -69,6 +69,7 @@ def test_warmup_needs_cosine_and_small_data_is_a_preset():
     assert "small-data" in PRESETS
     config = preset("small-data")
     assert config.encoder_weights == "none" and config.validation_fraction > 0
+    assert config.average_weights and not preset("tutorial").average_weights
 
 
 def test_flip_tta_is_the_mean_of_an_image_and_its_mirror(tiny_run):

@@ -41,8 +41,9 @@ def _save(fig, path, dpi) -> None:
     os.replace(tmp, path)
 
 
-def plot_curves(history: dict, path, monitor: str = "val_dice") -> None:
-    """Loss and mean Dice per epoch, train and validation, with the best epoch marked."""
+def plot_curves(history: dict, path, monitor: str = "val_dice", averaged=None) -> None:
+    """Loss and mean Dice per epoch, train and validation, with the best epoch marked, and
+    `averaged` = (first, last), the epochs whose weights were averaged, shaded."""
     epochs = np.arange(1, len(history["loss"]) + 1)
     best = int(np.nanargmax(history[monitor])) + 1 if monitor in history else None
     fig = Figure(figsize=(11, 4))
@@ -54,6 +55,9 @@ def plot_curves(history: dict, path, monitor: str = "val_dice") -> None:
                         label=("validation" if prefix else "train"))
         if best:
             ax.axvline(best, color="grey", linestyle=":", label=f"best epoch ({best})")
+        if averaged:
+            ax.axvspan(averaged[0], averaged[1], color="tab:green", alpha=0.12,
+                       label=f"weights averaged ({averaged[0]}-{averaged[1]})")
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)

@@ -4,7 +4,9 @@
 `state.json`: the epochs completed, the weights file, and the early-stopping state (best value,
 epochs waited, best epoch). `state.json` is replaced atomically and only after its weights file is
 complete, so whatever moment a run is killed at, it points to a consistent state; at most the epoch
-in progress is lost. `python -m unet_tf.train --resume RUN` continues from it.
+in progress is lost. `python -m unet_tf.train --resume RUN` continues from it. With
+`--average-weights` the folder also holds the running sum of the weights (`average_NNNN.npz`,
+named in `state.json`; see averaging.py).
 
 Keras' BackupAndRestore keeps weights and epoch, but not the early-stopping and best-model state
 (after a resume the first epoch would count as "best" however bad), and it writes its weights and
@@ -71,11 +73,13 @@ def read_state(run: Path) -> dict | None:
 
 
 def mark_finished(run: Path) -> None:
-    """Records that the run completed and drops the weights backup (model.keras has the best)."""
+    """Records that the run completed and drops the weights backups (model.keras has the
+    result)."""
     state = read_state(run) or {}
     state["finished"] = True
-    for old in (Path(run) / FOLDER).glob("epoch_*.weights.h5"):
-        old.unlink()
+    for pattern in ("epoch_*.weights.h5", "average_*.npz"):
+        for old in (Path(run) / FOLDER).glob(pattern):
+            old.unlink()
     write_json(Path(run) / FOLDER / "state.json", state)
 
 

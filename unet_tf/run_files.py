@@ -35,6 +35,17 @@ def _tmp_keras_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp.keras")  # Keras insists on the .keras suffix
 
 
+def save_model_atomically(model: keras.Model, path, keep_old_as=None) -> None:
+    """Saves `model` to `path` through a temporary file; with `keep_old_as`, the file it replaces
+    is first renamed to that path."""
+    path = Path(path)
+    tmp = _tmp_keras_path(path)
+    model.save(tmp)
+    if keep_old_as and path.exists():
+        os.replace(path, keep_old_as)
+    os.replace(tmp, path)
+
+
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keras' ModelCheckpoint, writing each new best model to a temporary name and renaming it
     over `filepath`: a crash mid-save never leaves a truncated model.keras."""

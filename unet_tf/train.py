@@ -16,7 +16,9 @@
 
 The run folder (`--run-dir`, or a new folder under runs/) ends with config.json, history.csv,
 model.keras (the best epoch by validation mean Dice), curves.png, predictions.png, metrics.json and
-TensorBoard logs in logs/.
+TensorBoard logs in logs/. With --average-weights (on in the small-data preset) model.keras is the
+mean of the weights of the best epoch and of the epochs after it, and best_epoch.keras keeps the
+best epoch.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from unet_tf.cli import command_parser
-from unet_tf import data, losses, metrics, plots
+from unet_tf import averaging, data, losses, metrics, plots
 from unet_tf import resume as resume_lib
 from unet_tf.config import Config, ConfigError, add_config_flags, config_from_args
 from unet_tf.evaluate import evaluate_split
@@ -42,7 +44,7 @@ from unet_tf.distribute import (is_chief, make_strategy, prepare_multi_worker_fi
                                 shard_by_data)
 from unet_tf.model import (WeightsUnavailableError, batch_norm_layers, build_unet,
                            set_encoder_trainable)
-from unet_tf.run_files import AtomicModelCheckpoint, write_json
+from unet_tf.run_files import AtomicModelCheckpoint, save_model_atomically, write_json
 
 # MultiWorkerMirroredStrategy's class is named after its implementation.
 STRATEGY_NAMES = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}
@@ -245,6 +247,8 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         monitor=MONITOR, mode="max", patience=config.patience, restore_best_weights=True,
         verbose=1, restored=restored)
     state_callback.early_stopping = early_stopping
+    averager = averaging.PlateauAverage(early_stopping, run / resume_lib.FOLDER,
+                                        state_callback.extra) if config.average_weights else None
     project_callbacks = [
         # Raises at once: the half-finished epoch must not reach the checkpoints.
         keras.callbacks.TerminateOnNaN(raise_error=True),
@@ -252,6 +256,7 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
                               save_best_only=True,
                               initial_value_threshold=restored and restored["best"]),
         early_stopping,
+        *([averager] if averager else []),  # after early stopping, which names the best epoch
         keras.callbacks.CSVLogger(run / "history.csv", append=resume),
         keras.callbacks.TensorBoard(run / "logs"),
         state_callback,  # last: it records what the others did
@@ -269,6 +274,8 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
             if start is None:  # phase one just ended (early or not)
                 start = len(read_history(run / "history.csv")["loss"])
                 _start_fine_tuning(model, config, strategy, early_stopping, project_callbacks)
+                if averager:
+                    averager.sum = None  # phase two starts again from the best epoch
                 state_callback.extra["fine_tune_from"] = start
             print(f"fine-tuning the whole model from epoch {start + 1} for up to "
                   f"{config.fine_tune_epochs} epochs at learning rate "
@@ -293,11 +300,17 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     if diverged and not (run / "model.keras").is_file():
         raise TrainingDiverged(f"the loss became NaN or infinite in the first epoch; no model was "
                                f"saved. {advice}")
+    averaged = None
+    if averager and not diverged and averager.count > 1:
+        averaged = _average_weights(model, averager, run, config, train_split, val_split)
+    elif averager:
+        print("weights not averaged: " + ("training diverged" if diverged else
+                                          "the best epoch was the last one"))
     if diverged or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # After divergence the weights in memory are the diverged ones; across workers every
         # worker would predict the whole split and gather all of it. The best model is on disk.
         model = keras.models.load_model(run / "model.keras", safe_mode=True)
-    report = finish_run(model, run, config, val_split, history, seconds)
+    report = finish_run(model, run, config, val_split, history, seconds, averaged)
     resume_lib.mark_finished(run)
     if not chief:
         shutil.rmtree(run, ignore_errors=True)
@@ -307,6 +320,20 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
             f"stopped. The best model (epoch {report['best_epoch']}) is kept in "
             f"{run / 'model.keras'} and its reports are written. {advice}")
     return run
+
+
+def _average_weights(model, averager, run: Path, config: Config, train_split, val_split) -> dict:
+    """Replaces the best epoch's weights in `model` and model.keras by the plateau's mean; the
+    best epoch's model is kept as best_epoch.keras. Returns what metrics.json records of it."""
+    first, last = averager.epochs
+    print(f"averaging the weights of epochs {first}-{last} and measuring BatchNorm statistics on "
+          f"{len(train_split)} training examples")
+    best_scores, _, _ = evaluate_split(model, val_split, config.class_names)
+    averaging.apply_average(model, averager, train_split.images, config.batch_size)
+    save_model_atomically(model, run / "model.keras", keep_old_as=run / "best_epoch.keras")
+    return {"epochs": [first, last],
+            "best_epoch_validation": {key: best_scores[key] for key in
+                                      ("mean_dice", "mean_iou", "pixel_accuracy", "dice")}}
 
 
 def _unfreeze_for_fine_tuning(model, config: Config, strategy) -> None:
@@ -360,14 +387,17 @@ def read_history(path: Path) -> dict:
             if key != "epoch"}
 
 
-def finish_run(model, run: Path, config: Config, val_split, history: dict, seconds: float) -> dict:
-    """Evaluates the best model on validation and writes metrics.json, curves and predictions."""
+def finish_run(model, run: Path, config: Config, val_split, history: dict, seconds: float,
+               averaged: dict | None = None) -> dict:
+    """Evaluates the final model on validation and writes metrics.json, curves and predictions.
+    `averaged`: how the weights were averaged, when they were."""
     scores, _, predicted = evaluate_split(model, val_split, config.class_names)
     best_epoch = int(np.nanargmax(history[MONITOR])) + 1
     report = {**scores, "best_epoch": best_epoch, "epochs_run": len(history["loss"]),
-              "training_seconds": round(seconds, 1)}
+              "training_seconds": round(seconds, 1),
+              **({"averaged_weights": averaged} if averaged else {})}
     write_json(run / "metrics.json", report)
-    plots.plot_curves(history, run / "curves.png", MONITOR)
+    plots.plot_curves(history, run / "curves.png", MONITOR, averaged and averaged["epochs"])
     picks = np.linspace(0, len(val_split) - 1, min(PREDICTION_EXAMPLES, len(val_split))).astype(int)
     plots.plot_predictions(val_split.images[picks], val_split.masks[picks], predicted[picks],
                            config.class_names, run / "predictions.png",
@@ -375,12 +405,15 @@ def finish_run(model, run: Path, config: Config, val_split, history: dict, secon
 
     per_class = ", ".join(f"{name} {value:.3f}" for name, value in scores["dice"].items()
                           if value is not None)
-    print(f"\nbest epoch {best_epoch} of {len(history['loss'])} ({seconds:.0f} s): validation "
+    which = (f"weights averaged over epochs {averaged['epochs'][0]}-{averaged['epochs'][1]} "
+             f"(best epoch alone: mean Dice {averaged['best_epoch_validation']['mean_dice']:.3f})"
+             if averaged else f"best epoch {best_epoch}")
+    print(f"\n{which}, {len(history['loss'])} epochs ({seconds:.0f} s): validation "
           f"mean Dice {scores['mean_dice']:.3f} ({per_class}), mean IoU {scores['mean_iou']:.3f}, "
           f"pixel accuracy {scores['pixel_accuracy']:.3f}")
     print(f"run folder: {run}")
-    for name in ("model.keras", "config.json", "history.csv", "metrics.json", "curves.png",
-                 "predictions.png", "logs"):
+    for name in ("model.keras", *(["best_epoch.keras"] if averaged else []), "config.json",
+                 "history.csv", "metrics.json", "curves.png", "predictions.png", "logs"):
         print(f"  {run / name}")
     return report
 

@@ -1,0 +1,106 @@
+"""--average-weights: the mean of the weights from the best epoch on, BatchNorm measured again."""
+
+import json
+
+import keras
+import numpy as np
+
+from unet_tf import averaging, data
+from unet_tf import resume as resume_lib
+from unet_tf.config import preset
+from unet_tf.model import batch_norm_layers
+
+
+def _is_batch_norm_statistic(model):
+    statistics = {id(v) for layer in batch_norm_layers(model)
+                  for v in (layer.moving_mean, layer.moving_variance)}
+    return [id(w) in statistics for w in model.weights]
+
+
+def test_average_weights_is_the_mean_from_the_best_epoch_with_batch_norm_measured_again(
+        tmp_path, monkeypatch):
+    from unet_tf import train as train_lib
+
+    class SecondEpochIsBest(resume_lib.ResumableEarlyStopping):
+        """Early stopping that records epoch 2 as the best, whatever the scores."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epoch = epoch
+            super().on_epoch_end(epoch, logs)
+
+        def _is_improvement(self, monitor_value, reference_value):
+            return self.epoch <= 1
+
+    monkeypatch.setattr(train_lib.resume_lib, "ResumableEarlyStopping", SecondEpochIsBest)
+    recorded = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            recorded.append(self.model.get_weights())
+
+    config = preset("quickstart", epochs=4, patience=10, image_size=64, batch_size=8, alpha=0.35,
+                    decoder_filters=(16, 16, 16, 16), synthetic_train_examples=16,
+                    synthetic_val_examples=8, average_weights=True)
+    splits = data.load_splits(config)
+    run = train_lib.train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[Record()],
+                          splits=splits)
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["averaged_weights"]["epochs"] == [2, 4]
+    best = keras.models.load_model(run / "best_epoch.keras")  # the checkpoint, kept
+    for got, want in zip(best.get_weights(), recorded[metrics["best_epoch"] - 1]):
+        np.testing.assert_array_equal(got, want)
+
+    model = keras.models.load_model(run / "model.keras")
+    mean = [np.mean([epoch[i] for epoch in recorded[1:]], axis=0) for i in range(len(recorded[0]))]
+    statistic = _is_batch_norm_statistic(model)
+    for got, want, is_statistic in zip(model.get_weights(), mean, statistic):
+        if not is_statistic:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert sum(statistic) > 0
+
+    # The first BatchNorm layer's statistics, measured independently: the mean (and the mean of
+    # the two batches' variances) of the averaged first convolution's output on the training photos.
+    encoder = model.get_layer("encoder")
+    conv = keras.Model(encoder.inputs, encoder.get_layer("Conv1").output)
+    features = np.asarray(conv(data.normalize(splits[0].images) * 2.0 - 1.0))
+    bn = encoder.get_layer("bn_Conv1")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), features.mean(axis=(0, 1, 2)),
+                               rtol=1e-4, atol=1e-5)
+    variance = np.mean([features[i:i + 8].var(axis=(0, 1, 2)) for i in (0, 8)], axis=0)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), variance, rtol=1e-3, atol=1e-5)
+    assert not np.allclose(bn.moving_mean.numpy(), mean[statistic.index(True)])
+    assert not list((run / "resume").glob("average_*.npz"))  # dropped when the run finished
+
+
+class _FixedBest:
+    """What PlateauAverage reads of early stopping: the best epoch (0-based)."""
+
+    def __init__(self):
+        self.best_epoch = 0
+
+
+def test_plateau_average_restarts_at_a_new_best_and_resumes_from_its_file(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    stopping, state = _FixedBest(), {}
+    averager = averaging.PlateauAverage(stopping, tmp_path, state)
+    averager.set_model(model)
+    seen = []
+    for epoch, best in enumerate([0, 0, 2, 2, 2]):  # epoch 3 (0-based 2) becomes the best
+        model.set_weights([np.full(w.shape, float(epoch + 1), w.dtype)
+                           for w in model.get_weights()])
+        stopping.best_epoch = best
+        averager.on_epoch_end(epoch)
+        seen.append(epoch + 1)
+        if epoch == 3:  # a run killed here resumes from the saved state
+            resumed = averaging.PlateauAverage(stopping, tmp_path, json.loads(json.dumps(state)))
+            resumed.set_model(model)
+    assert averager.epochs == (3, 5)
+    for w in averager.average():
+        np.testing.assert_allclose(w, (3 + 4 + 5) / 3)
+    resumed.on_epoch_end(4)
+    assert resumed.epochs == (3, 5)
+    for got, want in zip(resumed.average(), averager.average()):
+        np.testing.assert_array_equal(got, want)
+    assert len(list(tmp_path.glob("average_*.npz"))) == 2  # the newest two only
+

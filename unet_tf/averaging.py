@@ -1,0 +1,118 @@
+"""Averaging the weights of the epochs early stopping waited through (`--average-weights`).
+
+On a few hundred photos the validation Dice of single epochs is noisy, and so is the choice of the
+best epoch by a few dozen validation photos. The mean of the weights of the best epoch and of
+every epoch after it (the plateau that early stopping waited through before it stopped) is
+steadier than any one of them; on the Oxford-IIIT Pet sample it scored higher on the test split
+than the best epoch alone (README, "Few photos").
+
+BatchNorm's moving statistics do not average: a mean of weights is a new network whose layers see
+new inputs. So after averaging they are measured again, in one pass over the training photos.
+
+The running sum is saved with the run's resume state after every epoch, so `--resume` continues it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from unet_tf.data import normalize
+from unet_tf.model import batch_norm_layers
+
+FILE_PREFIX = "average_"
+
+
+class PlateauAverage(keras.callbacks.Callback):
+    """Running mean of the weights from the best epoch so far to the latest one.
+
+    Put it after `early_stopping` in the callback list: an epoch that early stopping has just
+    recorded as the best starts the mean again.
+
+    Args:
+        early_stopping: keras.callbacks.EarlyStopping. Decides which epoch is the best.
+        folder: Path. Where the running sum is saved after every epoch (the resume folder).
+        state: dict. Shared with the run's resume state: receives `{"file", "count",
+            "first_epoch"}` under "average", and restores from it when already there.
+    """
+
+    def __init__(self, early_stopping: keras.callbacks.EarlyStopping, folder: Path, state: dict):
+        super().__init__()
+        self.early_stopping = early_stopping
+        self.folder = Path(folder)
+        self.state = state
+        self.sum = None
+        self.count = 0
+        self.first_epoch = None
+        saved = state.get("average")
+        if saved:
+            with np.load(self.folder / saved["file"]) as arrays:
+                self.sum = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+            self.count, self.first_epoch = saved["count"], saved["first_epoch"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        weights = self.model.get_weights()
+        if self.sum is None or self.early_stopping.best_epoch == epoch:
+            self.sum = [w.astype(np.float64) for w in weights]
+            self.count, self.first_epoch = 1, epoch + 1
+        else:
+            for total, w in zip(self.sum, weights):
+                total += w
+            self.count += 1
+        self._save(epoch + 1)
+
+    def _save(self, epoch: int) -> None:
+        self.folder.mkdir(exist_ok=True)
+        name = f"{FILE_PREFIX}{epoch:04d}.npz"
+        tmp = self.folder / f".{name}.tmp.npz"
+        np.savez(tmp, *self.sum)
+        tmp.replace(self.folder / name)
+        self.state["average"] = {"file": name, "count": self.count,
+                                 "first_epoch": self.first_epoch}
+        # Keep the file the resume state still names until it names this one.
+        for old in sorted(self.folder.glob(f"{FILE_PREFIX}*.npz"))[:-2]:
+            old.unlink()
+
+    @property
+    def epochs(self) -> tuple:
+        """(first, last) epoch of the mean, counted from 1."""
+        return self.first_epoch, self.first_epoch + self.count - 1
+
+    def average(self) -> list:
+        """The mean weights, in the model's `get_weights()` order and dtypes."""
+        return [(total / self.count).astype(w.dtype)
+                for total, w in zip(self.sum, self.model.get_weights())]
+
+
+def reestimate_batch_norm(model: keras.Model, images: np.ndarray, batch_size: int) -> None:
+    """Sets the moving mean and variance of every trainable BatchNorm layer to the mean of its
+    batch statistics over `images` (uint8 [N, S, S, 3]), in batches of `batch_size` as in training.
+
+    Frozen BatchNorm layers (a pretrained encoder's, while fine-tuning) keep their statistics.
+    The model is run eagerly on one device; under a distribution strategy pass a copy.
+    """
+    layers = [layer for layer in batch_norm_layers(model) if layer.trainable]
+    momenta = [layer.momentum for layer in layers]
+    seen = 0
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = normalize(tf.constant(images[start:start + batch_size]))
+            for layer in layers:  # a running mean weighted by batch size
+                layer.momentum = seen / (seen + len(batch))
+            model(batch, training=True)
+            seen += len(batch)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
+def apply_average(model: keras.Model, averager: PlateauAverage, images: np.ndarray,
+                  batch_size: int) -> None:
+    """Puts the averaged weights into `model`, with BatchNorm statistics measured on `images`."""
+    copy = keras.models.clone_model(model)  # on one device, whatever strategy `model` is under
+    copy.set_weights(averager.average())
+    reestimate_batch_norm(copy, images, batch_size)
+    model.set_weights(copy.get_weights())
