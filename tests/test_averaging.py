@@ -4,10 +4,12 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
 from unet_tf import averaging, data
 from unet_tf import resume as resume_lib
 from unet_tf.config import preset
+from unet_tf.evaluate import evaluate_split
 from unet_tf.model import batch_norm_layers
 
 
@@ -50,6 +52,10 @@ def test_average_weights_is_the_mean_from_the_best_epoch_with_batch_norm_measure
     best = keras.models.load_model(run / "best_epoch.keras")  # the checkpoint, kept
     for got, want in zip(best.get_weights(), recorded[metrics["best_epoch"] - 1]):
         np.testing.assert_array_equal(got, want)
+    best.set_weights(recorded[1])  # the epoch early stopping chose: its scores are reported
+    scores, _, _ = evaluate_split(best, splits[1], config.class_names)
+    assert metrics["averaged_weights"]["best_epoch_validation"]["mean_dice"] == pytest.approx(
+        scores["mean_dice"], abs=1e-6)
 
     model = keras.models.load_model(run / "model.keras")
     mean = [np.mean([epoch[i] for epoch in recorded[1:]], axis=0) for i in range(len(recorded[0]))]
@@ -103,4 +109,11 @@ def test_plateau_average_restarts_at_a_new_best_and_resumes_from_its_file(tmp_pa
     for got, want in zip(resumed.average(), averager.average()):
         np.testing.assert_array_equal(got, want)
     assert len(list(tmp_path.glob("average_*.npz"))) == 2  # the newest two only
+
+    # Fine-tuning starts the mean again from the best epoch's weights (here, epoch 3's).
+    averager.start_from([np.full(w.shape, 3.0, w.dtype) for w in model.get_weights()], 2)
+    averager.on_epoch_end(5)  # the weights are still epoch 5's, and not a new best
+    assert averager.epochs == (3, 4)
+    for w in averager.average():
+        np.testing.assert_allclose(w, (3 + 5) / 2)
 

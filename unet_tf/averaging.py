@@ -56,13 +56,17 @@ class PlateauAverage(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         weights = self.model.get_weights()
         if self.sum is None or self.early_stopping.best_epoch == epoch:
-            self.sum = [w.astype(np.float64) for w in weights]
-            self.count, self.first_epoch = 1, epoch + 1
+            self.start_from(weights, epoch)
         else:
             for total, w in zip(self.sum, weights):
                 total += w
             self.count += 1
         self._save(epoch + 1)
+
+    def start_from(self, weights: list, epoch: int) -> None:
+        """Starts the mean again with `weights`, those of `epoch` (0-based)."""
+        self.sum = [np.asarray(w, np.float64) for w in weights]
+        self.count, self.first_epoch = 1, epoch + 1
 
     def _save(self, epoch: int) -> None:
         self.folder.mkdir(exist_ok=True)
@@ -109,10 +113,16 @@ def reestimate_batch_norm(model: keras.Model, images: np.ndarray, batch_size: in
             layer.momentum = momentum
 
 
+def one_device_copy(model: keras.Model) -> keras.Model:
+    """A copy of `model` with its weights, outside whatever distribution strategy it is under."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def apply_average(model: keras.Model, averager: PlateauAverage, images: np.ndarray,
                   batch_size: int) -> None:
-    """Puts the averaged weights into `model`, with BatchNorm statistics measured on `images`."""
-    copy = keras.models.clone_model(model)  # on one device, whatever strategy `model` is under
-    copy.set_weights(averager.average())
-    reestimate_batch_norm(copy, images, batch_size)
-    model.set_weights(copy.get_weights())
+    """Puts the averaged weights into `model` (one device), with BatchNorm statistics measured on
+    `images`."""
+    model.set_weights(averager.average())
+    reestimate_batch_norm(model, images, batch_size)

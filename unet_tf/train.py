@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import shutil
 import sys
 import tempfile
@@ -274,8 +275,8 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
             if start is None:  # phase one just ended (early or not)
                 start = len(read_history(run / "history.csv")["loss"])
                 _start_fine_tuning(model, config, strategy, early_stopping, project_callbacks)
-                if averager:
-                    averager.sum = None  # phase two starts again from the best epoch
+                if averager:  # phase two starts again from the best epoch
+                    averager.start_from(model.get_weights(), early_stopping.best_epoch)
                 state_callback.extra["fine_tune_from"] = start
             print(f"fine-tuning the whole model from epoch {start + 1} for up to "
                   f"{config.fine_tune_epochs} epochs at learning rate "
@@ -328,8 +329,11 @@ def _average_weights(model, averager, run: Path, config: Config, train_split, va
     first, last = averager.epochs
     print(f"averaging the weights of epochs {first}-{last} and measuring BatchNorm statistics on "
           f"{len(train_split)} training examples")
-    best_scores, _, _ = evaluate_split(model, val_split, config.class_names)
-    averaging.apply_average(model, averager, train_split.images, config.batch_size)
+    copy = averaging.one_device_copy(model)  # holds the best epoch's weights
+    best_scores, _, _ = evaluate_split(copy, val_split, config.class_names)
+    averaging.apply_average(copy, averager, train_split.images, config.batch_size)
+    model.set_weights(copy.get_weights())
+    # --resume of a run stopped from here on puts best_epoch.keras back first (see _restore).
     save_model_atomically(model, run / "model.keras", keep_old_as=run / "best_epoch.keras")
     return {"epochs": [first, last],
             "best_epoch_validation": {key: best_scores[key] for key in
@@ -369,6 +373,8 @@ def _restore(model: keras.Model, run: Path, state: dict | None, config: Config,
         _unfreeze_for_fine_tuning(model, config, strategy)
     model.optimizer.build(model.trainable_variables)
     model.load_weights(run / resume_lib.FOLDER / state["weights"])
+    if (run / "best_epoch.keras").is_file():  # stopped while averaging: the best epoch goes back
+        os.replace(run / "best_epoch.keras", run / "model.keras")
     resume_lib.truncate_history(run / "history.csv", state["epochs_completed"])
     restored = dict(state["early_stopping"])
     best = run / "model.keras"
