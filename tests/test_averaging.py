@@ -91,13 +91,11 @@ def test_plateau_average_restarts_at_a_new_best_and_resumes_from_its_file(tmp_pa
     stopping, state = _FixedBest(), {}
     averager = averaging.PlateauAverage(stopping, tmp_path, state)
     averager.set_model(model)
-    seen = []
     for epoch, best in enumerate([0, 0, 2, 2, 2]):  # epoch 3 (0-based 2) becomes the best
         model.set_weights([np.full(w.shape, float(epoch + 1), w.dtype)
                            for w in model.get_weights()])
         stopping.best_epoch = best
         averager.on_epoch_end(epoch)
-        seen.append(epoch + 1)
         if epoch == 3:  # a run killed here resumes from the saved state
             resumed = averaging.PlateauAverage(stopping, tmp_path, json.loads(json.dumps(state)))
             resumed.set_model(model)

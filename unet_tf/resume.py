@@ -21,6 +21,7 @@ from pathlib import Path
 
 import keras
 
+from unet_tf.averaging import FILE_PREFIX as AVERAGE_PREFIX
 from unet_tf.run_files import atomic_write_text, write_json
 
 FOLDER = "resume"
@@ -77,7 +78,7 @@ def mark_finished(run: Path) -> None:
     result)."""
     state = read_state(run) or {}
     state["finished"] = True
-    for pattern in ("epoch_*.weights.h5", "average_*.npz"):
+    for pattern in ("epoch_*.weights.h5", f"{AVERAGE_PREFIX}*.npz"):
         for old in (Path(run) / FOLDER).glob(pattern):
             old.unlink()
     write_json(Path(run) / FOLDER / "state.json", state)
