@@ -17,9 +17,6 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-# `pytest` (the script) does not put the repository on sys.path; `python -m pytest` does.
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 PETS_SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/oxford-pets-sample"
 
@@ -77,15 +74,11 @@ def network_reachable():
 
 @pytest.fixture(scope="session")
 def run_python():
-    """`run_python(args, cwd, timeout=120, env=None)`: runs the venv's Python with the repository
-    importable; returns (CompletedProcess, seconds)."""
+    """`run_python(args, cwd, timeout=120, env=None)`: runs this Python (whose environment has
+    unet_tf installed) in a new process; returns (CompletedProcess, seconds)."""
 
     def run(args, cwd, timeout=120, env=None):
-        full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-                    "PYTHONPATH": os.pathsep.join(
-                        [str(REPO)] + ([os.environ["PYTHONPATH"]]
-                                       if os.environ.get("PYTHONPATH") else []))}
-        full_env.update(env or {})
+        full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
         started = time.perf_counter()
         process = subprocess.run([sys.executable, *args], cwd=cwd, env=full_env,
                                  capture_output=True, text=True, timeout=timeout)

@@ -23,7 +23,7 @@ from unet_tf.data import make_dataset
 from unet_tf.data.synthetic import make_example
 from unet_tf.data.preprocess import resize_image, resize_mask, trimap_to_classes
 from unet_tf.metrics import metrics_for
-from unet_tf.train import build_model
+from unet_tf.training import build_model
 
 rng = np.random.default_rng(0)
 examples = [make_example(rng) for _ in range(8)]
@@ -65,13 +65,14 @@ print(json.dumps(results))
 
 
 @pytest.fixture(scope="module")
-def mirrored_results(tmp_path_factory, run_python):
+def mirrored_results(tmp_path_factory, run_python):  # a minute on 2 cores
     process, _ = run_python(["-c", MIRRORED_VS_ONE_DEVICE, "dice", "dice_ce"],
                             cwd=tmp_path_factory.mktemp("mirrored"), timeout=300)
     assert process.returncode == 0, process.stderr[-3000:]
     return json.loads(process.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["dice", "dice_ce"])
 def test_mirrored_two_devices_match_one_device(loss, mirrored_results):
     result = mirrored_results[loss]
@@ -97,8 +98,6 @@ def _free_ports(count):
 
 @pytest.mark.slow  # two processes training together: about a minute on 2 cores
 def test_two_workers_on_localhost_train_and_only_the_chief_writes(tmp_path):
-    from conftest import REPO
-
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     run = tmp_path / "run"
@@ -110,7 +109,7 @@ def test_two_workers_on_localhost_train_and_only_the_chief_writes(tmp_path):
             "--synthetic-val-examples", "8", "--epochs", "1", "--run-dir", str(run)]
     workers = []
     for index in range(2):
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
                "TMPDIR": str(scratch),
                "TF_CONFIG": json.dumps({"cluster": cluster,
                                         "task": {"type": "worker", "index": index}})}

@@ -27,9 +27,7 @@ def _history_epochs(run):
 
 
 def _start_training(args, cwd):
-    from conftest import REPO
-
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.Popen([sys.executable, "-m", "unet_tf.train", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -98,7 +96,8 @@ class _PoisonWeights(keras.callbacks.Callback):
 
 
 def test_divergence_stops_and_keeps_the_best_model(tmp_path):
-    from unet_tf.train import TrainingDiverged, train
+    from unet_tf.train import train
+    from unet_tf.training import TrainingDiverged
 
     config = preset("quickstart", epochs=4, image_size=64, batch_size=8, alpha=0.35,
                     decoder_filters=(16, 16, 16, 16), synthetic_train_examples=16,

@@ -9,7 +9,7 @@ import pytest
 from unet_tf import data
 from unet_tf.config import preset
 from unet_tf.data import synthetic
-from unet_tf.train import build_model, precision_policy, use_mixed_precision
+from unet_tf.training import build_model, precision_policy
 
 
 def _config(mixed_precision):
@@ -35,9 +35,13 @@ def models():
     return full, half
 
 
-def test_auto_is_float32_on_a_cpu():
-    assert use_mixed_precision(_config("auto")) is False
-    assert use_mixed_precision(_config("on")) is True
+@pytest.mark.parametrize("gpu,auto_policy", [(False, "float32"), (True, "mixed_float16")])
+def test_auto_follows_the_device_and_explicit_values_do_not(monkeypatch, gpu, auto_policy):
+    """`auto` is float16 exactly when a GPU is seen (checked for both answers, on any machine)."""
+    from unet_tf import training
+
+    monkeypatch.setattr(training, "gpu_available", lambda: gpu)
+    assert precision_policy(_config("auto")) == auto_policy
     assert precision_policy(_config("on")) == "mixed_float16"
     assert precision_policy(_config("bfloat16")) == "mixed_bfloat16"
     assert precision_policy(_config("off")) == "float32"

@@ -206,6 +206,22 @@ def test_imagenet_weights_offline_fail_fast_with_instructions(network_reachable)
     assert "--encoder-weights none" in message
 
 
+def test_encoder_weights_from_a_file_are_loaded_and_frozen(tmp_path):
+    keras.utils.set_random_seed(4)
+    source = keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False,
+                                            weights=None, alpha=0.35)
+    path = tmp_path / "mobilenet_v2.weights.h5"
+    source.save_weights(path)
+    model = build_unet(64, 3, encoder_weights=str(path), alpha=0.35, decoder_filters=(16,) * 4)
+    encoder = model.get_layer("encoder")
+    assert not encoder.trainable and encoder.trainable_weights == []
+    # The encoder is MobileNetV2 up to block_16_project: the first weights of the full network.
+    loaded = encoder.get_weights()
+    assert 100 < len(loaded) < len(source.weights)
+    for got, want in zip(loaded, source.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_encoder_weights_path_that_does_not_exist(tmp_path):
     missing = tmp_path / "nowhere" / "mobilenet.h5"
     with pytest.raises(FileNotFoundError, match="nowhere"):

@@ -1,8 +1,10 @@
-"""The Colab notebook: stored clean, and runs top to bottom offline on a CPU.
+"""The Colab notebook: stored clean, and runs top to bottom with its real defaults on a CPU.
 
-The run replaces the source of the notebook's "parameters" cell (the papermill convention) with the
-smallest offline configuration and executes every cell with nbclient, in a temporary working
-folder, on a kernel that runs this interpreter.
+The run keeps the tutorial preset of the notebook's "parameters" cell (the papermill convention) and
+shrinks only the sizes (epochs, image size); its data comes through tfds' mock of oxford_iiit_pet
+(fake_tfds.py: 16 training and 8 test photos) and its ImageNet encoder from a stand-in weights file
+in a temporary KERAS_HOME. So every cell runs the code paths it runs on Colab, download aside. It
+executes with nbclient, in a temporary working folder, on a kernel that runs this interpreter.
 """
 
 import json
@@ -16,13 +18,20 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "colab" / "unet_segmentation.ipynb"
 REPO_URL = "https://github.com/unet-tf/unet_tf"
 
-# Synthetic pets at 64 px, the narrowest MobileNetV2 from random weights, two short epochs.
-OFFLINE_PARAMETERS = """\
-PRESET = "quickstart"
-OVERRIDES = {"dataset": "synthetic", "encoder_weights": "none", "image_size": 64,
-             "epochs": 2, "batch_size": 8, "alpha": 0.35,
-             "decoder_filters": (16, 16, 16, 16),
-             "synthetic_train_examples": 32, "synthetic_val_examples": 16}
+TESTS = Path(__file__).resolve().parent
+# The tutorial preset with only the sizes shrunk (the example counts come from the mock).
+TEST_PARAMETERS = """\
+PRESET = "tutorial"
+OVERRIDES = {"epochs": 1, "image_size": 96}
+"""
+# Run before the notebook's first cell, in its kernel: tfds serves the mock (the download is the
+# only thing replaced).
+MOCK_CELL = f"""\
+import sys
+sys.path.insert(0, {str(TESTS)!r})
+from fake_tfds import mock_oxford_iiit_pet
+_mock = mock_oxford_iiit_pet({{"train": 16, "test": 8}})
+_mock.__enter__()
 """
 # Cells (by id) that must show a picture.
 FIGURE_CELLS = ("data", "model", "curves", "predictions", "evaluate", "own-photo")
@@ -65,31 +74,50 @@ def test_notebook_is_stored_clean_and_defaults_to_the_full_run():
     assert run_source(source) == {"PRESET": "tutorial", "OVERRIDES": {}}
     # The comment under "as tests/test_notebook.py runs this notebook" shows what this test runs.
     lines = source.split("tests/test_notebook.py", 1)[1].splitlines()[1:]
-    shown = "\n".join(line.lstrip("#").strip() for line in lines if line.startswith("#"))
-    assert run_source(shown) == run_source(OFFLINE_PARAMETERS)
+    shown = "\n".join(line[1:].strip() for line in lines if line.startswith("#    "))
+    assert run_source(shown) == run_source(TEST_PARAMETERS)
     assert f'REPO_URL = "{REPO_URL}"' in code_cell(notebook, "setup").source
 
 
 @pytest.fixture()
-def kernel_manager(tmp_path):
+def keras_home(tmp_path):
+    """A KERAS_HOME holding a stand-in for the ImageNet weights the tutorial preset downloads."""
+    import keras
+
+    from unet_tf.model import imagenet_weights_file
+
+    home = tmp_path / "keras_home"
+    (home / "models").mkdir(parents=True)
+    keras.utils.set_random_seed(3)
+    stand_in = keras.applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False,
+                                              weights=None, alpha=1.0)
+    stand_in.save(home / "models" / imagenet_weights_file(1.0, 96))
+    return home
+
+
+@pytest.fixture()
+def kernel_manager(tmp_path, keras_home):
     """A kernel running this interpreter (whatever `python` is on PATH), which finds the checkout
-    through UNET_TF_CHECKOUT."""
+    through UNET_TF_CHECKOUT and Keras' weights in the stand-in KERAS_HOME."""
     from ipykernel.kernelspec import install
     from jupyter_client import KernelManager
     from jupyter_client.kernelspec import KernelSpecManager
 
     prefix = tmp_path / "kernel"
-    install(kernel_name="unet-tf-test", prefix=str(prefix), env={"UNET_TF_CHECKOUT": str(REPO)})
+    install(kernel_name="unet-tf-test", prefix=str(prefix),
+            env={"UNET_TF_CHECKOUT": str(REPO), "KERAS_HOME": str(keras_home),
+                 "TF_CPP_MIN_LOG_LEVEL": "2"})
     specs = KernelSpecManager(kernel_dirs=[str(prefix / "share" / "jupyter" / "kernels")])
     assert specs.get_kernel_spec("unet-tf-test").argv[0] == sys.executable
     return KernelManager(kernel_name="unet-tf-test", kernel_spec_manager=specs)
 
 
-def test_notebook_runs_offline_top_to_bottom(tmp_path, kernel_manager):
+def test_notebook_runs_the_tutorial_preset_top_to_bottom(tmp_path, kernel_manager):
     from nbclient import NotebookClient
 
     notebook = read_notebook()
-    parameters_cell(notebook).source = OFFLINE_PARAMETERS
+    parameters_cell(notebook).source = TEST_PARAMETERS
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(MOCK_CELL))
     workdir = tmp_path / "work"
     workdir.mkdir()
     colab_before = sorted(p.name for p in NOTEBOOK.parent.iterdir())
@@ -111,6 +139,9 @@ def test_notebook_runs_offline_top_to_bottom(tmp_path, kernel_manager):
     setup = outputs_text(code_cell(notebook, "setup"))
     assert f"({REPO / 'unet_tf'})" in setup, setup  # the checkout's code, not an installed copy
     assert "No GPU" in setup or "GPU:" in setup, setup
+    parameters = outputs_text(code_cell(notebook, "config"))
+    assert "oxford_iiit_pet, 96 px" in parameters and "encoder weights imagenet" in parameters
+    assert "train: 16 examples" in outputs_text(code_cell(notebook, "data"))
     table = outputs_text(code_cell(notebook, "evaluate"))
     for row in ("Dice", "IoU", "pet", "background", "border", "mean", "pixel accuracy"):
         assert row in table, f"evaluation table lacks {row!r}:\n{table}"
@@ -121,7 +152,8 @@ def test_notebook_runs_offline_top_to_bottom(tmp_path, kernel_manager):
     assert (export / "saved_model.pb").is_file()
     metadata = json.loads((export / "metadata.json").read_text())
     assert metadata["class_names"] == ["pet", "background", "border"]
-    assert metadata["input_size"] == 64
+    assert metadata["input_size"] == 96
+    assert metadata["config"]["encoder_weights"] == "imagenet"
     assert list((runs[0] / "my_predictions").glob("*_overlay.png"))
     # Nothing was written beside the notebook.
     assert sorted(p.name for p in NOTEBOOK.parent.iterdir()) == colab_before

@@ -1,5 +1,5 @@
 """The levers of the training recipe: augmentation, learning-rate schedule, test-time flips, and
-the two phases of fine-tuning a pretrained encoder."""
+when fine-tuning applies (its two phases run in tests/test_imagenet.py)."""
 
 import numpy as np
 import pytest
@@ -48,7 +48,7 @@ def test_colour_augmentation_keeps_masks_and_range():
 
 
 def test_cosine_schedule_with_warmup():
-    from unet_tf.train import make_learning_rate
+    from unet_tf.training import make_learning_rate
 
     config = preset("quickstart", epochs=10, learning_rate=1e-3, lr_schedule="cosine",
                     warmup_epochs=2)
@@ -88,48 +88,6 @@ def test_flip_tta_is_the_mean_of_an_image_and_its_mirror(tiny_run):
     # A mirrored photo gets the mirrored mask exactly: the averaged probabilities are symmetric.
     np.testing.assert_array_equal(predict_masks(model, images[:, :, ::-1], tta=True),
                                   predict_masks(model, images, tta=True)[:, :, ::-1])
-
-
-def test_fine_tuning_freezes_then_unfreezes_the_encoder(tmp_path):
-    """With "pretrained" weights from a local file: phase one leaves the encoder untouched,
-    phase two trains its convolutions but not its BatchNorm statistics."""
-    import keras
-
-    from unet_tf.train import train
-
-    encoder = keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False,
-                                             weights=None, alpha=0.35)
-    weights = tmp_path / "mobilenet_v2.weights.h5"
-    encoder.save_weights(weights)
-
-    snapshots = {}
-
-    class Snapshot(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            snapshots.setdefault("start", self._encoder())
-
-        def on_epoch_end(self, epoch, logs=None):
-            snapshots[epoch] = self._encoder()
-
-        def _encoder(self):
-            enc = self.model.get_layer("encoder")
-            return {"conv": enc.get_layer("Conv1").get_weights()[0].copy(),
-                    "bn_mean": enc.get_layer("bn_Conv1").get_weights()[2].copy(),
-                    "trainable": len(enc.trainable_weights)}
-
-    config = preset("quickstart", epochs=1, fine_tune_epochs=1, fine_tune_learning_rate=1e-3,
-                    encoder_weights=str(weights), image_size=64, batch_size=8, alpha=0.35,
-                    decoder_filters=(16, 16, 16, 16), synthetic_train_examples=16,
-                    synthetic_val_examples=8, patience=5)
-    run = train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[Snapshot()])
-    start, phase_one, phase_two = snapshots["start"], snapshots[0], snapshots[1]
-    assert start["trainable"] == 0 and phase_one["trainable"] == 0
-    np.testing.assert_array_equal(phase_one["conv"], start["conv"])
-    np.testing.assert_array_equal(phase_one["bn_mean"], start["bn_mean"])
-    assert phase_two["trainable"] > 0
-    assert not np.array_equal(phase_two["conv"], phase_one["conv"])
-    np.testing.assert_array_equal(phase_two["bn_mean"], phase_one["bn_mean"])
-    assert len((run / "history.csv").read_text().splitlines()) == 3  # both phases in one history
 
 
 def test_fine_tuning_needs_a_frozen_pretrained_encoder():

@@ -182,7 +182,7 @@ def measure_training(variants: dict, rounds: int) -> dict:
     shared machines it drifts by tens of percent) hits every variant alike. Reported: the median
     epoch of each.
     """
-    from unet_tf.train import build_model
+    from unet_tf.training import build_model
 
     models, timers = {}, {}
     for name, (config, batches, steps) in variants.items():
@@ -279,7 +279,7 @@ def run(args) -> dict:
             variants["ours, mixed_bfloat16"] = (
                 dataclasses.replace(config, mixed_precision="bfloat16"), ours, steps)
         training = measure_training(variants, args.epochs - 1)
-        from unet_tf.train import build_model
+        from unet_tf.training import build_model
 
         print("inference: Keras, SavedModel" + ("" if args.skip_tflite else ", TFLite") + " ...",
               flush=True)

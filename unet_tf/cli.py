@@ -3,11 +3,16 @@ docstring (first paragraph: the description; the rest, commands that run as writ
 epilog), and the options several commands take."""
 
 import argparse
+import sys
+from pathlib import Path
 
 
 def command_parser(module: str, doc: str) -> argparse.ArgumentParser:
+    """The command's parser, named as it was called: `unet-tf-train` or `python -m unet_tf.train`."""
+    called = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    prog = called if called.startswith("unet-tf-") else f"python -m {module}"
     return argparse.ArgumentParser(
-        prog=f"python -m {module}", description=doc.split("\n\n")[0],
+        prog=prog, description=doc.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc.split("\n", 2)[2])
 
 

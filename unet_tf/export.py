@@ -36,6 +36,7 @@ import tensorflow as tf
 import unet_tf  # noqa: F401  (registers the custom losses and metrics for loading)
 from unet_tf.cli import command_parser
 from unet_tf.data import normalize, resize_image
+from unet_tf.model import all_layers
 from unet_tf.run_files import RunInfo, atomic_write_bytes, load_model_safely
 
 
@@ -114,8 +115,32 @@ def _replace_dir(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _float32_config(value):
+    """A model config with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "DTypePolicy" and "config" in value:
+            return {**value, "config": {**value["config"], "name": "float32"}}
+        return {key: ("float32" if key == "dtype" and isinstance(item, str) else
+                      _float32_config(item)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_float32_config(item) for item in value]
+    return value
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """`model` computing in float32: itself, or for a mixed-precision model a copy with the same
+    (float32) weights. TFLite cannot convert float16 convolutions; the float32 model gives the
+    same classes (checked in tests/test_gpu_settings.py)."""
+    if all(layer.dtype_policy.name == "float32" for layer in all_layers(model)):
+        return model
+    copy = keras.Model.from_config(_float32_config(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def export_tflite(model: keras.Model, path: Path, quantize: bool = False) -> Path:
     """A TFLite flatbuffer of the bare model: float32 [1, S, S, 3] in [0, 1] -> logits."""
+    model = float32_copy(model)
     size = model.input_shape[1]
     with tempfile.TemporaryDirectory() as staging:
         # Converting through Keras' own SavedModel export: converting a concrete function of the

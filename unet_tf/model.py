@@ -165,13 +165,19 @@ def build_unet(input_size: int = 128, num_classes: int = 3, encoder_weights: str
     return keras.Model(inputs, logits, name="unet")
 
 
+def all_layers(model: keras.Model):
+    """Every layer of a model, those of nested models included (not the nested models)."""
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from all_layers(layer)
+        else:
+            yield layer
+
+
 def batch_norm_layers(model: keras.Model):
     """Every BatchNormalization layer of a model, nested models included."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            yield layer
-        elif hasattr(layer, "layers"):
-            yield from batch_norm_layers(layer)
+    return (layer for layer in all_layers(model)
+            if isinstance(layer, keras.layers.BatchNormalization))
 
 
 def set_encoder_trainable(model: keras.Model, trainable: bool,

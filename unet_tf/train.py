@@ -37,14 +37,14 @@ import numpy as np
 import tensorflow as tf
 
 from unet_tf.cli import command_parser
-from unet_tf import averaging, data, losses, metrics, plots
+from unet_tf import averaging, data, plots
 from unet_tf import resume as resume_lib
 from unet_tf.config import Config, ConfigError, add_config_flags, config_from_args
 from unet_tf.evaluate import evaluate_split
 from unet_tf.distribute import (is_chief, make_strategy, prepare_multi_worker_fit,
                                 shard_by_data)
-from unet_tf.model import (WeightsUnavailableError, batch_norm_layers, build_unet,
-                           set_encoder_trainable)
+from unet_tf.model import WeightsUnavailableError, set_encoder_trainable
+from unet_tf.training import StopOnDivergence, TrainingDiverged, build_model, compile_model
 from unet_tf.run_files import AtomicModelCheckpoint, save_model_atomically, write_json
 
 # MultiWorkerMirroredStrategy's class is named after its implementation.
@@ -79,102 +79,9 @@ def make_run_dir(run_dir: str, config: Config) -> Path:
     return path
 
 
-def precision_policy(config: Config) -> str:
-    """The Keras dtype policy the model is built under: `mixed_float16` for `on` (and for `auto`
-    on a GPU), `mixed_bfloat16` for `bfloat16` (TPUs; CPUs with fast bfloat16 units), `float32`
-    otherwise."""
-    if config.mixed_precision == "bfloat16":
-        return "mixed_bfloat16"
-    if config.mixed_precision == "on" or (
-            config.mixed_precision == "auto" and tf.config.list_physical_devices("GPU")):
-        return "mixed_float16"
-    return "float32"
-
-
-def use_mixed_precision(config: Config) -> bool:
-    return precision_policy(config) != "float32"
-
-
-def use_xla(config: Config) -> bool:
-    """XLA pays off on GPUs; on this project's CPU it made training steps 2.5-5x slower. Not
-    with deterministic ops, which XLA does not all provide."""
-    if config.deterministic or config.xla == "off":
-        return False
-    return config.xla == "on" or bool(tf.config.list_physical_devices("GPU"))
-
-
-def build_model(config: Config, strategy: tf.distribute.Strategy | None = None,
-                steps_per_epoch: int | None = None) -> keras.Model:
-    """The U-Net for a `Config`, compiled with its optimizer, loss and metrics.
-
-    Under mixed precision the layers compute in float16 (or bfloat16) and keep float32 weights;
-    the logits layer stays float32. The global Keras policy is restored before returning. With a
-    strategy of several replicas everything is built in its scope, BatchNorm statistics are
-    synchronized across replicas, and with `scale_learning_rate` the learning rate is multiplied by
-    their number.
-    `steps_per_epoch` lays out a cosine learning-rate schedule (without it: the peak rate).
-    """
-    strategy = strategy or tf.distribute.get_strategy()
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision_policy(config))
-    try:
-        with strategy.scope():
-            model = _build_model(config)
-            replicas = strategy.num_replicas_in_sync
-            if replicas > 1:
-                for layer in batch_norm_layers(model):
-                    layer.synchronized = True
-            compile_model(model, config, replicas if config.scale_learning_rate else 1,
-                          steps_per_epoch)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    return model
-
-
-def _build_model(config: Config) -> keras.Model:
-    return build_unet(
-        input_size=config.image_size, num_classes=config.num_classes,
-        encoder_weights=config.encoder_weights, freeze_encoder=config.freeze_encoder,
-        alpha=config.alpha, decoder_filters=config.decoder_filters, dropout=config.dropout,
-        encoder_bn_momentum=config.encoder_bn_momentum,
-    )
-
-
-def make_learning_rate(config: Config, scale: float = 1, steps_per_epoch: int | None = None):
-    """The configured learning rate: a number, or a cosine schedule over the training steps."""
-    peak = config.learning_rate * scale
-    if config.lr_schedule == "constant":
-        return peak
-    if not steps_per_epoch:
-        return peak  # a model built to look at, not to train: train() always knows the steps
-    warmup = config.warmup_epochs * steps_per_epoch
-    return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else peak, decay_steps=max(config.epochs * steps_per_epoch - warmup, 1),
-        warmup_steps=warmup, warmup_target=peak if warmup else None)
-
-
-def compile_model(model: keras.Model, config: Config, learning_rate_scale: float = 1,
-                  steps_per_epoch: int | None = None) -> None:
-    learning_rate = make_learning_rate(config, learning_rate_scale, steps_per_epoch)
-    if config.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
-    else:
-        optimizer = keras.optimizers.Adam(learning_rate)
-    model.compile(
-        optimizer=optimizer, loss=losses.loss_from_config(config),
-        metrics=metrics.metrics_for(config.class_names),
-        jit_compile=use_xla(config),
-        steps_per_execution=config.steps_per_execution,
-    )
-
-
 def _progress_verbosity() -> int:
     """Keras progress bars in terminals and notebooks; one line per epoch in log files."""
     return 1 if sys.stdout.isatty() or "ipykernel" in sys.modules else 2
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the best model saved before stays as it was."""
 
 
 def train(config: Config, run_dir: str | Path | None = None, verbose=None, callbacks=(),
@@ -251,8 +158,7 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     averager = averaging.PlateauAverage(early_stopping, run / resume_lib.FOLDER,
                                         state_callback.extra) if config.average_weights else None
     project_callbacks = [
-        # Raises at once: the half-finished epoch must not reach the checkpoints.
-        keras.callbacks.TerminateOnNaN(raise_error=True),
+        StopOnDivergence(),  # first: the half-finished epoch must not reach the checkpoints
         AtomicModelCheckpoint(run / "model.keras", monitor=MONITOR, mode="max",
                               save_best_only=True,
                               initial_value_threshold=restored and restored["best"]),
@@ -291,9 +197,7 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         print(f"\ninterrupted: {done} epoch(s) completed and saved; continue with\n"
               f"  python -m unet_tf.train --resume {run}", file=sys.stderr)
         raise
-    except RuntimeError as error:
-        if "NaN or Inf loss" not in str(error):
-            raise
+    except TrainingDiverged:
         diverged = True
     seconds = time.perf_counter() - started
     history = read_history(run / "history.csv")

@@ -173,10 +173,10 @@ def _tfds_split(config, split: str) -> Split:
         return image, preprocess.trimap_to_classes(mask, config.labels), example["file_name"]
 
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    total = builder.info.splits[split].num_examples
+    total = int(dataset.cardinality())
     images, masks, names = [], [], []
-    for image, mask, name in tqdm(dataset.as_numpy_iterator(), total=total, desc=f"{split:>10}",
-                                  unit="img"):
+    for image, mask, name in tqdm(dataset.as_numpy_iterator(), total=total if total >= 0 else None,
+                                  desc=f"{split:>10}", unit="img"):
         images.append(image)
         masks.append(mask)
         names.append(name.decode())
