@@ -39,7 +39,7 @@ def tiny_run(tmp_path_factory):
 
     config = preset("quickstart", epochs=1, image_size=64, synthetic_train_examples=32,
                     synthetic_val_examples=16, batch_size=8, alpha=0.35,
-                    decoder_filters=(16, 16, 16, 16))
+                    decoder_filters=(16, 16, 16, 16), seed=0)
     return train(config, run_dir=tmp_path_factory.mktemp("tiny_run") / "run", verbose=0)
 
 

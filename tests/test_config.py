@@ -91,6 +91,8 @@ def test_unknown_key_is_a_config_error_naming_it():
     ({"decoder_filters": (8, 8, 0, 8)}, "decoder_filters=(8, 8, 0, 8)"),
     ({"encoder_bn_momentum": 1.0}, "encoder_bn_momentum=1.0"),
     ({"class_weights": (1.0, 2.0)}, "class_weights=(1.0, 2.0)"),
+    ({"seed": -1}, "seed=-1"),
+    ({"seed": 2**31}, f"seed={2**31}"),
     ({"labels": "index"}, "needs classes"),
     ({"dataset": "folder", "labels": "binary"}, "needs data_dir"),
     ({"dataset": "folder", "data_dir": "d"}, "labels='trimap'"),

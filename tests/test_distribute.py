@@ -106,7 +106,7 @@ def test_two_workers_on_localhost_train_and_only_the_chief_writes(tmp_path):
     args = [sys.executable, "-m", "unet_tf.train", "--preset", "quickstart", "--strategy",
             "multi_worker", "--image-size", "64", "--batch-size", "4", "--alpha", "0.35",
             "--decoder-filters", "16", "16", "16", "16", "--synthetic-train-examples", "16",
-            "--synthetic-val-examples", "8", "--epochs", "1", "--run-dir", str(run)]
+            "--synthetic-val-examples", "8", "--epochs", "1", "--seed", "1", "--run-dir", str(run)]
     workers = []
     for index in range(2):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",

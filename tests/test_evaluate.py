@@ -126,3 +126,24 @@ def test_evaluate_on_real_sample(tiny_run, pets_sample, tmp_path):
 def test_evaluate_rejects_label_mode_that_does_not_fit(tiny_run, capsys):
     assert main(["--model", str(tiny_run / "model.keras"), "--labels", "binary"]) == 2
     assert "3" in capsys.readouterr().err
+
+
+def test_evaluate_defaults_to_the_part_the_run_carved_out_for_validation(tiny_run, tmp_path):
+    """A run that held out part of its training split was validated on that part: so is its
+    model, not on the dataset's other split."""
+    import shutil
+
+    from unet_tf import data
+    from unet_tf.config import Config
+
+    run = tmp_path / "carved"
+    run.mkdir()
+    shutil.copy(tiny_run / "model.keras", run / "model.keras")
+    config = json.loads((tiny_run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "validation_fraction": 0.25}))
+    _, carved = data.load_splits(Config.load(run / "config.json"))
+    assert main(["--model", str(run / "model.keras"), "--postprocess", "none"]) == 0
+    (written,) = run.glob("evaluation_*.json")
+    report = json.loads(written.read_text())
+    assert report["split"] == carved.name == "train (validation part)"
+    assert report["examples"] == len(carved) != config["synthetic_val_examples"]

@@ -45,7 +45,7 @@ def _keras_outputs(run, images):
     import keras
 
     import unet_tf  # noqa: F401
-    from unet_tf.export import segment
+    from unet_tf.inference import segment
 
     model = keras.models.load_model(run / "model.keras")
     return [tuple(t.numpy() for t in segment(model, image[None])) for image in images]
@@ -161,3 +161,26 @@ def test_export_refuses_a_folder_as_model(tmp_path, capsys):
 
     assert main(["--model", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "model.keras" in capsys.readouterr().err
+
+
+def test_export_tta_serves_what_evaluate_tta_measures(tiny_run, tmp_path):
+    """Both signatures of an --tta export give evaluate --tta's masks (at the model's size)."""
+    import keras
+    import tensorflow as tf
+
+    from unet_tf.export import main
+    from unet_tf.inference import predict_masks
+
+    out = tmp_path / "tta"
+    assert main(["--model", str(tiny_run / "model.keras"), "--out", str(out), "--tta"]) == 0
+    assert json.loads((out / "metadata.json").read_text())["tta"] is True
+    model = keras.models.load_model(tiny_run / "model.keras")
+    images = np.random.default_rng(7).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    expected = predict_masks(model, images, tta=True)
+    assert not np.array_equal(expected, predict_masks(model, images))  # TTA changes masks here
+    served = tf.saved_model.load(str(out))
+    from_pixels = served.signatures["serving_default"](images=tf.constant(images))["mask"]
+    from_bytes = served.signatures["serve_bytes"](
+        images=tf.constant([_png_bytes(image) for image in images]))["mask"]
+    for masks in (from_pixels.numpy(), from_bytes.numpy()):
+        assert np.mean(masks == expected) > 0.999  # argmax ties within float noise may differ

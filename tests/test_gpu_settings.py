@@ -70,7 +70,7 @@ def _photos():
 
 def test_float16_model_reloads_and_exports_what_it_predicts(gpu_run):
     from unet_tf.export import main as export_main
-    from unet_tf.export import segment
+    from unet_tf.inference import segment
 
     run, folder = gpu_run
     model = keras.models.load_model(run / "model.keras")

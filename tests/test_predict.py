@@ -160,7 +160,7 @@ def test_predict_tta_averages_a_photo_and_its_mirror(tiny_run, tmp_path):
     exactly the mirrored mask (it does not without --tta)."""
     import keras
 
-    from unet_tf.evaluate import predict_masks
+    from unet_tf.inference import predict_masks
 
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -75,7 +75,7 @@ def test_warmup_needs_cosine_and_small_data_is_a_preset():
 def test_flip_tta_is_the_mean_of_an_image_and_its_mirror(tiny_run):
     import keras
 
-    from unet_tf.evaluate import predict_masks
+    from unet_tf.inference import predict_masks
 
     model = keras.models.load_model(tiny_run / "model.keras")
     rng = np.random.default_rng(0)

@@ -100,7 +100,9 @@ class Config:
     # auto: mixed_float16 on a GPU (about twice as fast on Tensor Cores), float32 on a CPU.
     # bfloat16: mixed_bfloat16, the TPU's mixed precision (on a CPU measure first: see README).
     mixed_precision: str = "auto"  # auto | on | off | bfloat16
-    seed: int = 0
+    # Seeds the shuffle, the augmentation and the initial weights. None: a new seed per run,
+    # drawn at the start and written to config.json, so `--config runs/RUN/config.json` repeats it.
+    seed: typing.Optional[int] = None
     # Deterministic TensorFlow ops: the same seed gives the same history on the same machine
     # (somewhat slower; XLA is off).
     deterministic: bool = False
@@ -164,6 +166,8 @@ class Config:
                      "shuffle_buffer"):
             if getattr(self, name) < 1:
                 errors.append(f"{name}={getattr(self, name)}: expected a positive integer")
+        if self.seed is not None and not 0 <= self.seed < 2**31:
+            errors.append(f"seed={self.seed}: expected an integer from 0 to {2**31 - 1}")
         if self.patience < 0:
             errors.append(f"patience={self.patience}: expected 0 or more")
         if self.learning_rate <= 0:

@@ -34,25 +34,8 @@ import tensorflow as tf
 from unet_tf.cli import add_tta_argument, command_parser
 from unet_tf import data, metrics, plots, postprocess
 from unet_tf.config import Config, ConfigError, preset
+from unet_tf.inference import predict_masks
 from unet_tf.run_files import load_model_safely, write_json
-
-
-def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 32,
-                  tta: bool = False) -> np.ndarray:
-    """Class indices [N, S, S] for uint8 images [N, S, S, 3] at the model's input size.
-
-    With `tta` (test-time augmentation) the class probabilities of each image and of its mirror
-    image are averaged.
-    """
-    batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(data.normalize)
-    masks = []
-    for batch in batches:
-        probabilities = tf.nn.softmax(model.predict_on_batch(batch), axis=-1)
-        if tta:
-            mirrored = tf.nn.softmax(model.predict_on_batch(tf.reverse(batch, axis=[2])), axis=-1)
-            probabilities = (probabilities + tf.reverse(mirrored, axis=[2])) / 2
-        masks.append(np.argmax(probabilities, axis=-1))
-    return np.concatenate(masks)
 
 
 def binary_scores(true_masks, predicted_masks, pet_classes) -> dict:
@@ -153,7 +136,10 @@ def main(argv=None) -> int:
         if config.num_classes != model.output_shape[-1]:
             raise ConfigError(f"labels={config.labels} has {config.num_classes} classes but the "
                               f"model predicts {model.output_shape[-1]}")
-        split = data.load_split(config, config.val_split)
+        # Without --split: the run's validation data, the part it carved out of its training
+        # split included (--validation-fraction).
+        split = (data.load_split(config, config.val_split) if args.split
+                 else data.load_splits(config, train=False)[1])
     except (ConfigError, data.DataError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

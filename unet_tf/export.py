@@ -13,7 +13,8 @@ gets a mask at its own resolution:
 both returning `mask` (int32 [batch, height, width], class indices) and `probabilities` (float32
 [batch, height, width, classes]). Inside: bilinear resize to the model's input size and scaling to
 [0, 1] exactly as in training, the U-Net, softmax, and a bilinear resize of the probabilities back to
-the input's size before the argmax.
+the input's size before the argmax. With `--tta` the U-Net also sees each photo's mirror image and
+the two probability maps are averaged (what `evaluate --tta` measures).
 
 `metadata.json` beside it records the class names in output order, the input size, the label mode,
 the training configuration and the validation metrics. `--tflite` adds `model.tflite` (float32
@@ -35,37 +36,26 @@ import tensorflow as tf
 
 import unet_tf  # noqa: F401  (registers the custom losses and metrics for loading)
 from unet_tf.cli import command_parser
-from unet_tf.data import normalize, resize_image
+from unet_tf.inference import segment
 from unet_tf.model import all_layers
 from unet_tf.run_files import RunInfo, atomic_write_bytes, load_model_safely
-
-
-def segment(model: keras.Model, images):
-    """(mask, probabilities) at the images' own size for uint8 images [B, H, W, 3].
-
-    The one inference path: predict and export both call it, so a served photo and a predicted
-    photo go through the same operations.
-    """
-    size = model.input_shape[1]
-    height, width = tf.shape(images)[1], tf.shape(images)[2]
-    logits = model(normalize(resize_image(images, size)), training=False)
-    probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-    probabilities = tf.image.resize(probabilities, tf.stack([height, width]), method="bilinear")
-    mask = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-    return mask, probabilities
 
 
 def _decode(encoded):
     return tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
 
 
-def export_saved_model(model: keras.Model, out: Path, info: RunInfo) -> Path:
-    """Writes the SavedModel and metadata.json to `out` (replaced as a whole, never half-written)."""
+def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool = False) -> Path:
+    """Writes the SavedModel and metadata.json to `out` (replaced as a whole, never half-written).
+
+    With `tta` both signatures average each photo's and its mirror image's class probabilities,
+    as `evaluate --tta` and `predict --tta` do.
+    """
     archive = keras.export.ExportArchive()
     archive.track(model)
 
     def serving_default(images):
-        mask, probabilities = segment(model, images)
+        mask, probabilities = segment(model, images, tta)
         return {"mask": mask, "probabilities": probabilities}
 
     def serve_bytes(images):
@@ -87,6 +77,7 @@ def export_saved_model(model: keras.Model, out: Path, info: RunInfo) -> Path:
             "class_names": list(info.class_names),
             "input_size": info.input_size,
             "labels": info.labels,
+            "tta": tta,
             "signatures": {
                 "serving_default": "images: uint8 [batch, height, width, 3]",
                 "serve_bytes": "images: string [batch] of encoded images of one size",
@@ -161,15 +152,20 @@ def main(argv=None) -> int:
     parser.add_argument("--tflite", action="store_true", help="also write model.tflite (float32)")
     parser.add_argument("--quantize", action="store_true",
                         help="with --tflite: also write model_quantized.tflite (dynamic range)")
+    parser.add_argument("--tta", action="store_true",
+                        help="flip test-time augmentation inside both signatures: each photo's "
+                             "and its mirror image's class probabilities averaged, as evaluate "
+                             "--tta measures (twice the work per photo; TFLite stays the bare "
+                             "model)")
     args = parser.parse_args(argv)
     try:
         model, info = load_model_safely(args.model)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out = export_saved_model(model, Path(args.out), info)
+    out = export_saved_model(model, Path(args.out), info, tta=args.tta)
     print(f"SavedModel: {out} (signatures serving_default, serve_bytes; classes "
-          f"{', '.join(info.class_names)})")
+          f"{', '.join(info.class_names)}{'; flip test-time augmentation' if args.tta else ''})")
     if args.tflite or args.quantize:
         path = export_tflite(model, out / "model.tflite")
         print(f"TFLite float32: {path} ({path.stat().st_size / 2**20:.1f} MiB)")

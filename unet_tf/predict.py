@@ -34,18 +34,18 @@ from tqdm.auto import tqdm
 from unet_tf.cli import add_tta_argument, command_parser
 from unet_tf import images as image_io
 from unet_tf import plots, postprocess
-from unet_tf.export import segment
+from unet_tf.inference import segment
 from unet_tf.run_files import load_model_safely
 
 
 class Segmenter:
     """Photo (uint8 [H, W, 3]) -> class mask [H, W], from a model.keras or a SavedModel folder.
 
-    With `tta` the class probabilities of the photo and of its mirror image are averaged.
+    With `tta` the class probabilities of the photo and of its mirror image are averaged (a
+    SavedModel exported with --tta does so already).
     """
 
     def __init__(self, model_path, tta: bool = False):
-        self.tta = tta
         path = Path(model_path)
         if path.is_dir():
             metadata_path = path / "metadata.json"
@@ -58,18 +58,21 @@ class Segmenter:
             self.class_names = tuple(metadata.get("class_names",
                                                   [f"class_{i}" for i in range(classes)]))
             self.trained_on = metadata.get("config", {}).get("dataset")
+            self.mirror = tta and not metadata.get("tta", False)
         else:
             model, info = load_model_safely(path)
             self.class_names = info.class_names
             self.trained_on = info.config.get("dataset")
             self._function = tf.function(
-                lambda images: dict(zip(("mask", "probabilities"), segment(model, images))),
+                lambda images: dict(zip(("mask", "probabilities"), segment(model, images, tta))),
                 input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+            self.mirror = False
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        if not self.tta:
+        if not self.mirror:
             outputs = self._function(images=tf.constant(image[None]))
             return outputs["mask"][0].numpy().astype(np.uint8)
+        # A SavedModel without TTA inside: the photo and its mirror image as one batch.
         pair = tf.constant(np.stack([image, image[:, ::-1]]))
         probabilities = self._function(images=pair)["probabilities"].numpy()
         mean = (probabilities[0] + probabilities[1, :, ::-1]) / 2

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -103,6 +104,7 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     verbose = _progress_verbosity() if verbose is None else verbose
     if not resume and is_chief():
         check_run_dir(str(run_dir or config.run_dir))  # before any work
+    config = with_seed(config)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -225,6 +227,18 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
             f"stopped. The best model (epoch {report['best_epoch']}) is kept in "
             f"{run / 'model.keras'} and its reports are written. {advice}")
     return run
+
+
+def with_seed(config: Config) -> Config:
+    """`config` with a seed: its own, or a new one drawn now (and said, so it can be repeated)."""
+    if config.seed is not None:
+        return config
+    if config.strategy == "multi_worker":
+        raise ConfigError("--strategy multi_worker needs --seed, the same on every worker, so "
+                          "that every worker shuffles and augments the data alike")
+    seed = secrets.randbelow(2**31)
+    print(f"seed {seed} (drawn for this run; --seed {seed} repeats it)")
+    return dataclasses.replace(config, seed=seed)
 
 
 def _average_weights(model, averager, run: Path, config: Config, train_split, val_split) -> dict:

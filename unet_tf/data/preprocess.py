@@ -56,53 +56,93 @@ def normalize(image):
     return tf.cast(image, tf.float32) / 255.0
 
 
+# The random draws of one batch, each from its own stateless seed (see `augmentation_draws`).
+DRAWS = ("flip", "zoom", "angle", "shift", "saturation", "contrast", "brightness")
+
+
+def batch_seed(seed):
+    """A stateless seed, int64 [2], from an int (eager use, tests) or a [2] tensor (the pipeline)."""
+    if seed is None:
+        return tf.random.uniform([2], maxval=2**62, dtype=tf.int64)
+    if isinstance(seed, int):
+        return tf.constant([seed, 0], tf.int64)
+    return tf.cast(seed, tf.int64)
+
+
+def augmentation_draws(seed, batch, scale=0.0, rotation=0.0, color=0.0) -> dict:
+    """The random values of one batch's augmentation, each drawn from its own seed split off
+    `seed`, so that they are independent of each other (and reproducible from `seed`).
+
+    Returns float32 tensors: flip [B] (1 or 0), zoom [B] in [1 - scale, 1 + scale], angle [B] in
+    radians within +-rotation degrees, shift [B, 2] as a share of the side within +-0.1, and
+    saturation, contrast, brightness [B] within +-color.
+    """
+    keys = tf.random.experimental.stateless_split(batch_seed(seed), num=len(DRAWS))
+    draw = dict(zip(DRAWS, tf.unstack(keys)))
+
+    def uniform(name, shape, bound):
+        return tf.random.stateless_uniform(shape, draw[name], -bound, bound)
+
+    return {
+        "flip": tf.cast(tf.random.stateless_uniform([batch], draw["flip"]) < 0.5, tf.float32),
+        "zoom": 1.0 + uniform("zoom", [batch], scale),
+        "angle": uniform("angle", [batch], rotation) * (3.141592653589793 / 180),
+        "shift": uniform("shift", [batch, 2], 0.1),
+        "saturation": uniform("saturation", [batch], color),
+        "contrast": uniform("contrast", [batch], color),
+        "brightness": uniform("brightness", [batch], color),
+    }
+
+
 def augment_batch(images, masks, seed=None, scale=0.0, rotation=0.0, color=0.0):
     """Random changes to a batch, the same geometry for each image and its mask.
 
     Args:
         images: float32 [B, S, S, 3] in [0, 1].
         masks: [B, S, S] class indices.
-        seed: int or None. Op seed (with the global seed, a reproducible sequence).
+        seed: int, [2] int tensor, or None. The batch's stateless seed: the same seed gives the
+            same changes; None draws one.
         scale: float. Zoom by a factor in [1 - scale, 1 + scale] about a point near the centre
             (zooming in is a random resized crop; zooming out mirrors the borders).
         rotation: float. Rotate by up to this many degrees either way.
         color: float. Brightness shift, and contrast and saturation factors, up to this much.
 
     Every example is also flipped left-right with probability 1/2. Masks follow with
-    nearest-neighbour sampling, so they keep only their class values.
+    nearest-neighbour sampling, so they keep only their class values. Each random value has a seed
+    of its own (`augmentation_draws`).
     """
     batch = tf.shape(images)[0]
-    flip = tf.random.uniform([batch], seed=seed) < 0.5
+    draws = augmentation_draws(seed, batch, scale, rotation, color)
+    flip = draws["flip"] > 0
     images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
     masks = tf.where(flip[:, None, None], tf.reverse(masks, axis=[2]), masks)
     if scale or rotation:
-        transforms = _random_affine(batch, tf.shape(images)[1], scale, rotation, seed)
+        transforms = _affine(draws, tf.shape(images)[1])
         images = _warp(images, transforms, "bilinear")
         masks = tf.cast(_warp(tf.cast(masks, tf.float32)[..., None], transforms, "nearest")[..., 0],
                         masks.dtype)
     if color:
-        uniform = lambda: tf.random.uniform([batch, 1, 1, 1], -color, color, seed=seed)  # noqa
+        def factor(name):
+            return draws[name][:, None, None, None]
+
         gray = tf.reduce_mean(images, axis=-1, keepdims=True)
-        images = gray + (images - gray) * (1.0 + uniform())  # saturation
+        images = gray + (images - gray) * (1.0 + factor("saturation"))
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-        images = mean + (images - mean) * (1.0 + uniform())  # contrast
-        images = tf.clip_by_value(images + uniform() / 2, 0.0, 1.0)  # brightness
+        images = mean + (images - mean) * (1.0 + factor("contrast"))
+        images = tf.clip_by_value(images + factor("brightness") / 2, 0.0, 1.0)
     return images, masks
 
 
-def _random_affine(batch, size, scale, rotation, seed):
-    """Projective transforms [B, 8] mapping output pixels to input pixels: a zoom by a factor in
-    [1 - scale, 1 + scale] and a rotation of up to `rotation` degrees about a point within 10% of
-    the centre."""
-    zoom = 1.0 + tf.random.uniform([batch], -scale, scale, seed=seed)
-    angle = tf.random.uniform([batch], -rotation, rotation, seed=seed) * (3.141592653589793 / 180)
+def _affine(draws, size):
+    """Projective transforms [B, 8] mapping output pixels to input pixels: a zoom by `zoom` and a
+    rotation by `angle` about the centre moved by `shift`."""
     size = tf.cast(size, tf.float32)
     centre = (size - 1) / 2
-    shift = tf.random.uniform([batch, 2], -0.1, 0.1, seed=seed) * size
-    cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+    shift = draws["shift"] * size
+    cos, sin = tf.cos(draws["angle"]) / draws["zoom"], tf.sin(draws["angle"]) / draws["zoom"]
     a2 = centre - cos * centre + sin * centre + shift[:, 0]
     b2 = centre - sin * centre - cos * centre + shift[:, 1]
-    zeros = tf.zeros([batch])
+    zeros = tf.zeros_like(cos)
     return tf.stack([cos, -sin, a2, sin, cos, b2, zeros, zeros], axis=1)
 
 
@@ -137,7 +177,11 @@ def make_dataset(images, masks, batch_size: int, training: bool, shuffle_buffer:
     dataset = dataset.map(lambda x, y: (normalize(x), tf.cast(y, tf.int32)),
                           num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment:
-        dataset = dataset.map(
-            lambda x, y: augment_batch(x, y, seed, augment_scale, augment_rotation, augment_color),
+        # One stateless seed per batch, new every epoch; from `seed` (or the global seed), so a
+        # seeded run repeats whatever order parallel calls finish in.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda batch, key: augment_batch(*batch, key, augment_scale, augment_rotation,
+                                             augment_color),
             num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

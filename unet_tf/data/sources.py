@@ -82,20 +82,22 @@ def ensure_available(config) -> None:
 def load_split(config, split: str) -> Split:
     """One split of the configured dataset, e.g. "train", "test" or "train[:80%]"."""
     if config.dataset == "synthetic":
-        # Two fixed sets: "train" and anything else ("validation", "test").
+        # Two fixed sets, whatever the training seed: "train" and anything else ("test", ...).
         if parse_split(split)[0] == "train":
-            return _synthetic_split(config, split, config.synthetic_train_examples, config.seed)
-        return _synthetic_split(config, split, config.synthetic_val_examples, config.seed + 10_000)
+            return _synthetic_split(config, split, config.synthetic_train_examples, 0)
+        return _synthetic_split(config, split, config.synthetic_val_examples, 10_000)
     if config.dataset == "oxford_iiit_pet" and not config.data_dir:
         return _tfds_split(config, split)
     read = _oxford_split if config.dataset == "oxford_iiit_pet" else _folder_split
     return read(config, split)
 
 
-def load_splits(config) -> tuple:
-    """(train, validation) `Split`s for a `Config`."""
+def load_splits(config, train: bool = True) -> tuple:
+    """(train, validation) `Split`s for a `Config`; with `train=False` only the validation split
+    is loaded (the first item is None), which costs less when none is carved out of training."""
     if not config.validation_fraction:
-        return load_split(config, config.train_split), load_split(config, config.val_split)
+        return (load_split(config, config.train_split) if train else None,
+                load_split(config, config.val_split))
     if config.dataset == "oxford_iiit_pet" and not config.data_dir:
         # tfds slices its (already shuffled) records.
         percent = round(100 * (1 - config.validation_fraction))
