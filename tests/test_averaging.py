@@ -9,7 +9,7 @@ import pytest
 from unet_tf import averaging, data
 from unet_tf import resume as resume_lib
 from unet_tf.config import preset
-from unet_tf.evaluate import evaluate_split
+from unet_tf.evaluation import evaluate_split
 from unet_tf.model import batch_norm_layers
 
 
@@ -33,7 +33,7 @@ def test_average_weights_is_the_mean_from_the_best_epoch_with_batch_norm_measure
         def _is_improvement(self, monitor_value, reference_value):
             return self.epoch <= 1
 
-    monkeypatch.setattr(train_lib.resume_lib, "ResumableEarlyStopping", SecondEpochIsBest)
+    monkeypatch.setattr(train_lib, "ResumableEarlyStopping", SecondEpochIsBest)
     recorded = []
 
     class Record(keras.callbacks.Callback):
@@ -76,7 +76,7 @@ def test_average_weights_is_the_mean_from_the_best_epoch_with_batch_norm_measure
     variance = np.mean([features[i:i + 8].var(axis=(0, 1, 2)) for i in (0, 8)], axis=0)
     np.testing.assert_allclose(bn.moving_variance.numpy(), variance, rtol=1e-3, atol=1e-5)
     assert not np.allclose(bn.moving_mean.numpy(), mean[statistic.index(True)])
-    assert not list((run / "resume").glob("average_*.npz"))  # dropped when the run finished
+    assert not list((run / "resume").glob("epoch_*"))  # dropped when the run finished
 
 
 class _FixedBest:
@@ -86,18 +86,20 @@ class _FixedBest:
         self.best_epoch = 0
 
 
-def test_plateau_average_restarts_at_a_new_best_and_resumes_from_its_file(tmp_path):
+def test_plateau_average_restarts_at_a_new_best_and_resumes_from_its_state():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    stopping, state = _FixedBest(), {}
-    averager = averaging.PlateauAverage(stopping, tmp_path, state)
+    stopping = _FixedBest()
+    averager = averaging.PlateauAverage(stopping)
     averager.set_model(model)
     for epoch, best in enumerate([0, 0, 2, 2, 2]):  # epoch 3 (0-based 2) becomes the best
         model.set_weights([np.full(w.shape, float(epoch + 1), w.dtype)
                            for w in model.get_weights()])
         stopping.best_epoch = best
         averager.on_epoch_end(epoch)
-        if epoch == 3:  # a run killed here resumes from the saved state
-            resumed = averaging.PlateauAverage(stopping, tmp_path, json.loads(json.dumps(state)))
+        if epoch == 3:  # a run killed here resumes from the state saved after this epoch
+            values, arrays = averager.state()
+            resumed = averaging.PlateauAverage(stopping)
+            resumed.restore(json.loads(json.dumps(values)), {k: a.copy() for k, a in arrays.items()})
             resumed.set_model(model)
     assert averager.epochs == (3, 5)
     for w in averager.average():
@@ -106,7 +108,6 @@ def test_plateau_average_restarts_at_a_new_best_and_resumes_from_its_file(tmp_pa
     assert resumed.epochs == (3, 5)
     for got, want in zip(resumed.average(), averager.average()):
         np.testing.assert_array_equal(got, want)
-    assert len(list(tmp_path.glob("average_*.npz"))) == 2  # the newest two only
 
     # Fine-tuning starts the mean again from the best epoch's weights (here, epoch 3's).
     averager.start_from([np.full(w.shape, 3.0, w.dtype) for w in model.get_weights()], 2)
@@ -114,4 +115,3 @@ def test_plateau_average_restarts_at_a_new_best_and_resumes_from_its_file(tmp_pa
     assert averager.epochs == (3, 4)
     for w in averager.average():
         np.testing.assert_allclose(w, (3 + 5) / 2)
-

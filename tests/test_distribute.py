@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 # Runs in its own process: logical devices must be set before TensorFlow starts.

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unet_tf.evaluate import binary_scores, main
+from unet_tf.evaluate import main
+from unet_tf.evaluation import binary_scores
 
 # Two 4x4 images, binary labels (0 background, 1 pet).
 TRUTH = np.array([

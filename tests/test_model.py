@@ -224,7 +224,7 @@ def test_encoder_weights_from_a_file_are_loaded_and_frozen(tmp_path):
 
 def test_encoder_weights_path_that_does_not_exist(tmp_path):
     missing = tmp_path / "nowhere" / "mobilenet.h5"
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(WeightsUnavailableError, match="nowhere"):
         build_unet(32, 2, encoder_weights=str(missing), alpha=0.35, decoder_filters=(16,) * 4)
 
 

@@ -52,7 +52,8 @@ def test_predict_folder_with_good_and_bad_files(tiny_run, mixed_folder, tmp_path
         assert set(np.unique(mask)) <= {0, 1, 2}
         assert overlay.shape == (height, width, 3)
     written = {p.name for p in out.iterdir()}
-    assert written == {f"{s}_{kind}.png" for s in GOOD for kind in ("mask", "overlay")}
+    assert written == {f"{s}_{kind}.png" for s in GOOD for kind in ("mask", "overlay")} | {
+        ".unet_tf-predictions"}  # the marker that lets predict write here again
 
 
 def test_predict_masks_agree_between_keras_and_savedmodel(tiny_run, tmp_path):
@@ -69,18 +70,43 @@ def test_predict_masks_agree_between_keras_and_savedmodel(tiny_run, tmp_path):
                                   np.asarray(Image.open(tmp_path / "s" / "cat_mask.png")))
 
 
-def test_predict_never_overwrites_inputs(tiny_run, tmp_path):
-    """--out is the input folder and an input is named like an output: it survives."""
+def test_predict_never_writes_into_a_folder_of_other_files(tiny_run, tmp_path, capsys):
+    """--out is the photos' own folder: refused before any work, every file as it was."""
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.fromarray(_photo(40, 40)).save(folder / "cat.png")
     original = _photo(40, 40, seed=9)
     Image.fromarray(original).save(folder / "cat_mask.png")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert main(["--model", str(tiny_run / "model.keras"), "--out", str(folder),
-                 str(folder / "cat.png"), str(folder / "cat_mask.png")]) == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(folder / "cat_mask.png")), original)
-    assert (folder / "cat_2_mask.png").is_file()  # the first photo's mask, renamed
-    assert (folder / "cat_mask_mask.png").is_file()
+                 str(folder / "cat.png")]) == 2
+    err = capsys.readouterr().err
+    assert "holds other files" in err and str(folder) in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_output_names_never_take_an_input_s_name(tmp_path):
+    from unet_tf.predict import output_names
+
+    inputs = [tmp_path / "cat.png", tmp_path / "cat_mask.png", tmp_path / "sub" / "cat.jpg"]
+    names = output_names(inputs, tmp_path)
+    flat = [p for pair in names for p in pair]
+    assert len(set(flat)) == 6 and not set(flat) & set(inputs)
+    assert names[0][0].name == "cat_2_mask.png"  # cat_mask.png is an input
+    assert names[1][0].name == "cat_mask_mask.png"
+
+
+def test_long_input_names_get_outputs_the_file_system_takes(tiny_run, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    long_name = "x" * 245 + ".png"  # legal; "<stem>_overlay.png" would not be
+    Image.fromarray(_photo(20, 20)).save(folder / long_name)
+    Image.fromarray(_photo(20, 20, seed=1)).save(folder / "short.png")
+    out = tmp_path / "out"
+    assert main(["--model", str(tiny_run / "model.keras"), "--out", str(out), str(folder)]) == 0
+    masks = sorted(p.name for p in out.glob("*_mask.png"))
+    assert len(masks) == 2 and "short_mask.png" in masks
+    assert all(len(name.encode()) <= 255 for name in masks)
 
 
 def test_predict_refuses_huge_images_by_name(tiny_run, tmp_path, capsys):

@@ -9,12 +9,11 @@ than the best epoch alone (README, "Few photos").
 BatchNorm's moving statistics do not average: a mean of weights is a new network whose layers see
 new inputs. So after averaging they are measured again, in one pass over the training photos.
 
-The running sum is saved with the run's resume state after every epoch, so `--resume` continues it.
+The running sum is saved with the run's state after every epoch (resume.py), so `--resume`
+continues it.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -23,35 +22,26 @@ import tensorflow as tf
 from unet_tf.data import normalize
 from unet_tf.model import batch_norm_layers
 
-FILE_PREFIX = "average_"
-
 
 class PlateauAverage(keras.callbacks.Callback):
     """Running mean of the weights from the best epoch so far to the latest one.
 
     Put it after `early_stopping` in the callback list: an epoch that early stopping has just
-    recorded as the best starts the mean again.
+    recorded as the best starts the mean again. Its state (the running sum, how many epochs it
+    holds, the first of them) is saved with the run's (`state()`, `restore()`; see resume.py).
 
     Args:
         early_stopping: keras.callbacks.EarlyStopping. Decides which epoch is the best.
-        folder: Path. Where the running sum is saved after every epoch (the resume folder).
-        state: dict. Shared with the run's resume state: receives `{"file", "count",
-            "first_epoch"}` under "average", and restores from it when already there.
     """
 
-    def __init__(self, early_stopping: keras.callbacks.EarlyStopping, folder: Path, state: dict):
+    state_name = "average"
+
+    def __init__(self, early_stopping: keras.callbacks.EarlyStopping):
         super().__init__()
         self.early_stopping = early_stopping
-        self.folder = Path(folder)
-        self.state = state
         self.sum = None
         self.count = 0
         self.first_epoch = None
-        saved = state.get("average")
-        if saved:
-            with np.load(self.folder / saved["file"]) as arrays:
-                self.sum = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
-            self.count, self.first_epoch = saved["count"], saved["first_epoch"]
 
     def on_epoch_end(self, epoch, logs=None):
         weights = self.model.get_weights()
@@ -61,24 +51,19 @@ class PlateauAverage(keras.callbacks.Callback):
             for total, w in zip(self.sum, weights):
                 total += w
             self.count += 1
-        self._save(epoch + 1)
 
     def start_from(self, weights: list, epoch: int) -> None:
         """Starts the mean again with `weights`, those of `epoch` (0-based)."""
         self.sum = [np.asarray(w, np.float64) for w in weights]
         self.count, self.first_epoch = 1, epoch + 1
 
-    def _save(self, epoch: int) -> None:
-        self.folder.mkdir(exist_ok=True)
-        name = f"{FILE_PREFIX}{epoch:04d}.npz"
-        tmp = self.folder / f".{name}.tmp.npz"
-        np.savez(tmp, *self.sum)
-        tmp.replace(self.folder / name)
-        self.state["average"] = {"file": name, "count": self.count,
-                                 "first_epoch": self.first_epoch}
-        # Keep the file the resume state still names until it names this one.
-        for old in sorted(self.folder.glob(f"{FILE_PREFIX}*.npz"))[:-2]:
-            old.unlink()
+    def state(self) -> tuple:
+        return ({"count": self.count, "first_epoch": self.first_epoch},
+                {f"sum_{i}": total for i, total in enumerate(self.sum or [])})
+
+    def restore(self, values: dict, arrays: dict) -> None:
+        self.sum = [arrays[f"sum_{i}"] for i in range(len(arrays))] or None
+        self.count, self.first_epoch = values.get("count", 0), values.get("first_epoch")
 
     @property
     def epochs(self) -> tuple:

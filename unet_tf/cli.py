@@ -1,10 +1,14 @@
 """What the `python -m unet_tf.<command>` commands share: a parser built from the command's module
 docstring (first paragraph: the description; the rest, commands that run as written: the
-epilog), and the options several commands take."""
+epilog), the options several commands take, and how every command ends (`run_command`)."""
 
 import argparse
+import errno
 import sys
+import traceback
 from pathlib import Path
+
+from unet_tf.errors import UserError
 
 
 def command_parser(module: str, doc: str) -> argparse.ArgumentParser:
@@ -16,8 +20,52 @@ def command_parser(module: str, doc: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc.split("\n", 2)[2])
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected 1 or more")
+    return value
+
+
 def add_tta_argument(parser: argparse.ArgumentParser) -> None:
     """`--tta`, the same for predict and evaluate."""
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average each photo's and its mirror "
                              "image's class probabilities (twice the work)")
+
+
+REPORT_URL = "https://github.com/unet-tf/unet_tf/issues"
+
+
+def run_command(body, argv=None) -> int:
+    """Runs a command's `body(argv)` and turns what went wrong into an exit status.
+
+    A user's error (a bad option, a missing or odd file, an output that would destroy something;
+    see errors.UserError) and an OS error on a path (a full disk, no permission) print one line,
+    `error: ...`, and exit 2. Ctrl-C exits 130. Anything else is a bug: its traceback, a request
+    to report it, exit 1.
+    """
+    try:
+        return body(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except MemoryError:
+        print("error: out of memory; try smaller images (--max-pixels), a smaller --batch-size "
+              "or --image-size", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if isinstance(error, OSError) and error.filename is not None:
+            reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror
+            print(f"error: {error.filename}: {reason}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(f"\nerror: this is a bug in unet_tf, not something you did; please report it with "
+              f"the lines above at {REPORT_URL}", file=sys.stderr)
+        return 1

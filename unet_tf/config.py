@@ -14,6 +14,8 @@ import json
 import typing
 from pathlib import Path
 
+from unet_tf.errors import UserError
+
 DATASETS = ("oxford_iiit_pet", "synthetic", "folder")
 LABEL_MODES = ("trimap", "binary", "index")
 LOSSES = ("dice", "ce", "dice_ce")
@@ -28,9 +30,17 @@ CLASS_NAMES = {
     "binary": ("background", "pet"),
 }
 FOLDER_BINARY_CLASS_NAMES = ("background", "foreground")
+# Keras ships ImageNet MobileNetV2 weights for these widths only.
+IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
 
-class ConfigError(ValueError):
+def labels_for(num_classes: int) -> str:
+    """The label mode a model with `num_classes` outputs was most likely trained with, when its
+    run's config.json is not at hand: 3 trimap, 2 binary, otherwise index."""
+    return {3: "trimap", 2: "binary"}.get(num_classes, "index")
+
+
+class ConfigError(UserError):
     """A configuration value or key that cannot be used; the message says which and why."""
 
 
@@ -127,6 +137,14 @@ class Config:
         if self.labels != "index" and self.classes and self.dataset != "folder":
             errors.append(f"classes={self.classes}: the {self.dataset} classes are fixed by "
                           f"labels={self.labels!r} {CLASS_NAMES.get(self.labels)}")
+        if self.classes and len(set(self.classes)) != len(self.classes):
+            repeated = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            errors.append(f"classes={self.classes}: {', '.join(repeated)} named twice; each class "
+                          "needs its own name")
+        if self.encoder_weights == "imagenet" and self.alpha not in IMAGENET_ALPHAS:
+            errors.append(f"alpha={self.alpha}: ImageNet weights exist for alpha "
+                          f"{', '.join(map(str, IMAGENET_ALPHAS))}; pick one of those, or train "
+                          "from random weights with encoder_weights none")
         if self.classes and self.labels == "binary" and len(self.classes) != 2:
             errors.append(f"classes={self.classes}: binary labels have 2 classes")
         if self.xla not in SWITCHES:
@@ -193,7 +211,7 @@ class Config:
                 f"class {self.class_names}"
             )
         if errors:
-            raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+            raise ConfigError("invalid configuration: " + "; ".join(errors))
 
     @property
     def class_names(self) -> typing.Tuple[str, ...]:
@@ -335,13 +353,21 @@ def read_config_file(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config {path}: no such file")
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
+    try:
+        text = path.read_text()
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
 
-        values = yaml.safe_load(text) or {}
-    else:
-        values = json.loads(text)
+            try:
+                values = yaml.safe_load(text) or {}
+            except yaml.YAMLError as error:  # a !!python tag is refused here, unrun
+                raise ConfigError(f"--config {path}: not valid YAML for this project "
+                                  f"({' '.join(str(error).split())})") from None
+        else:
+            values = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"--config {path}: not valid JSON ({error}); YAML files end in .yaml "
+                          "or .yml") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path}: expected a mapping of keys to values, got {type(values).__name__}")
     return values

@@ -35,52 +35,46 @@ import keras
 import tensorflow as tf
 
 import unet_tf  # noqa: F401  (registers the custom losses and metrics for loading)
-from unet_tf.cli import command_parser
-from unet_tf.inference import segment
+from unet_tf import serving
+from unet_tf.cli import command_parser, positive_int, run_command
+from unet_tf.images import MAX_PIXELS
 from unet_tf.model import all_layers
+from unet_tf.outputs import (EXPORT_FORMAT, check_export_folder, default_mode_folder,
+                             make_folder)
 from unet_tf.run_files import RunInfo, atomic_write_bytes, load_model_safely
 
 
-def _decode(encoded):
-    return tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
-
-
-def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool = False) -> Path:
-    """Writes the SavedModel and metadata.json to `out` (replaced as a whole, never half-written).
+def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool = False,
+                       max_pixels: int = MAX_PIXELS) -> Path:
+    """Writes the SavedModel and metadata.json to `out` (replaced as a whole, never half-written;
+    the caller checks with `outputs.check_export_folder` that `out` may be replaced).
 
     With `tta` both signatures average each photo's and its mirror image's class probabilities,
-    as `evaluate --tta` and `predict --tta` do.
+    as `evaluate --tta` and `predict --tta` do. Images above `max_pixels` are refused.
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
-
-    def serving_default(images):
-        mask, probabilities = segment(model, images, tta)
-        return {"mask": mask, "probabilities": probabilities}
-
-    def serve_bytes(images):
-        decoded = tf.map_fn(_decode, images, fn_output_signature=tf.TensorSpec(
-            [None, None, 3], tf.uint8))
-        return serving_default(decoded)
-
-    archive.add_endpoint("serving_default", serving_default, input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-    archive.add_endpoint("serve_bytes", serve_bytes, input_signature=[
-        tf.TensorSpec([None], tf.string, name="images")])
+    functions = dict(zip(serving.SIGNATURES, serving.signatures(model, tta, max_pixels)))
+    for name, signature in serving.SIGNATURES.items():
+        archive.add_endpoint(name, functions[name], input_signature=signature)
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent, "--out")
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        default_mode_folder(staging)
         archive.write_out(str(staging), verbose=False)
         metadata = {
+            "format": EXPORT_FORMAT,
             "class_names": list(info.class_names),
             "input_size": info.input_size,
             "labels": info.labels,
             "tta": tta,
+            "max_pixels": max_pixels,
             "signatures": {
                 "serving_default": "images: uint8 [batch, height, width, 3]",
-                "serve_bytes": "images: string [batch] of encoded images of one size",
+                "serve_bytes": "images: string [batch] of encoded JPEG, PNG, GIF or BMP images of "
+                               "one size",
                 "outputs": "mask: int32 [batch, height, width]; probabilities: float32 "
                            "[batch, height, width, classes]",
             },
@@ -146,9 +140,17 @@ def export_tflite(model: keras.Model, path: Path, quantize: bool = False) -> Pat
 
 
 def main(argv=None) -> int:
+    return run_command(_main, argv)
+
+
+def _main(argv) -> int:
     parser = command_parser("unet_tf.export", __doc__)
     parser.add_argument("--model", required=True, help="a model.keras from a training run")
-    parser.add_argument("--out", required=True, help="the SavedModel folder to write (replaced)")
+    parser.add_argument("--out", required=True,
+                        help="the SavedModel folder to write: new or empty (or an earlier export, "
+                             "with --force)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an earlier export at --out (never other files)")
     parser.add_argument("--tflite", action="store_true", help="also write model.tflite (float32)")
     parser.add_argument("--quantize", action="store_true",
                         help="with --tflite: also write model_quantized.tflite (dynamic range)")
@@ -157,13 +159,14 @@ def main(argv=None) -> int:
                              "and its mirror image's class probabilities averaged, as evaluate "
                              "--tta measures (twice the work per photo; TFLite stays the bare "
                              "model)")
+    parser.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
+                        help="the signatures refuse images above this many pixels (recorded in "
+                             "metadata.json; default: %(default)s)")
     args = parser.parse_args(argv)
-    try:
-        model, info = load_model_safely(args.model)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    out = export_saved_model(model, Path(args.out), info, tta=args.tta)
+    out = Path(args.out)
+    check_export_folder(out, force=args.force)  # before any work
+    model, info = load_model_safely(args.model)
+    export_saved_model(model, out, info, tta=args.tta, max_pixels=args.max_pixels)
     print(f"SavedModel: {out} (signatures serving_default, serve_bytes; classes "
           f"{', '.join(info.class_names)}{'; flip test-time augmentation' if args.tta else ''})")
     if args.tflite or args.quantize:

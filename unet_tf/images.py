@@ -13,13 +13,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# Above this many pixels an image is refused before it is decoded: a 20000 x 20000 "photo" is far
-# more likely a decompression bomb than a pet, and decoding it would take gigabytes.
-MAX_PIXELS = 100_000_000
+from unet_tf.errors import UserError
+from unet_tf.run_files import atomic_path
+
+# Above this many pixels an image is refused before it is decoded: a 10000 x 10000 "photo" is more
+# likely a decompression bomb than a pet, and segmenting it would take gigabytes (predict needs
+# about 40 bytes a pixel: 1.6 GB at this limit, 0.5 GB for a 12-megapixel photo).
+MAX_PIXELS = 40_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError):
     """A file that is not a readable image (or mask); the message names the file and the reason."""
 
 
@@ -87,4 +91,6 @@ def read_mask(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 
 def write_png(path, array: np.ndarray) -> None:
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path, format="PNG")
+    """Writes through a temporary file: a failure never leaves half a picture at `path`."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")

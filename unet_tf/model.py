@@ -16,6 +16,9 @@ from pathlib import Path
 
 import keras
 
+from unet_tf.config import IMAGENET_ALPHAS
+from unet_tf.errors import UserError
+
 # MobileNetV2 layers whose outputs feed the decoder, with the share of the input side each carries
 # (at 128 px: 64, 32, 16, 8 and 4 pixels). The last one is the bottleneck.
 SKIP_LAYERS = (
@@ -26,8 +29,7 @@ SKIP_LAYERS = (
     ("block_16_project", 1 / 32),
 )
 DEFAULT_DECODER_FILTERS = (512, 256, 128, 64)
-# Keras ships ImageNet MobileNetV2 weights for these widths and input sides only.
-IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+# Keras ships ImageNet MobileNetV2 weights for these input sides only (and IMAGENET_ALPHAS).
 IMAGENET_SIDES = (96, 128, 160, 192, 224)
 # From random weights the encoder's BatchNorm statistics must follow the weights as they change:
 # with Keras' 0.999 the moving averages lag so far behind that validation (which uses them)
@@ -35,8 +37,9 @@ IMAGENET_SIDES = (96, 128, 160, 192, 224)
 SCRATCH_BN_MOMENTUM = 0.9
 
 
-class WeightsUnavailableError(RuntimeError):
-    """The ImageNet encoder weights could not be found locally nor downloaded."""
+class WeightsUnavailableError(UserError):
+    """The encoder weights asked for cannot be had: not downloadable, not a file, or not
+    MobileNetV2's."""
 
 
 def imagenet_weights_file(alpha: float, input_size: int) -> str:
@@ -78,7 +81,10 @@ def build_encoder(input_size: int, encoder_weights: str | None = "imagenet", alp
         )
     except Exception as error:  # Keras raises a bare Exception when the download fails
         if weights != "imagenet":
-            raise
+            raise WeightsUnavailableError(
+                f"--encoder-weights {weights}: not MobileNetV2 weights for alpha {alpha} without "
+                f"the classifier ({type(error).__name__}: {str(error)[:200]}); give such a file "
+                "(.h5), imagenet, or none") from None
         name = imagenet_weights_file(alpha, input_size)
         folder = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
         raise WeightsUnavailableError(
@@ -101,14 +107,14 @@ def _resolve_weights(encoder_weights, alpha, input_size):
         return None
     if encoder_weights == "imagenet":
         if alpha not in IMAGENET_ALPHAS:
-            raise ValueError(
+            raise WeightsUnavailableError(
                 f"alpha={alpha} has no ImageNet weights; use one of {IMAGENET_ALPHAS} or "
                 "encoder_weights=None"
             )
         return "imagenet"
     path = Path(encoder_weights).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise WeightsUnavailableError(
             f"encoder_weights={encoder_weights!r}: no such file; expected 'imagenet', 'none' or "
             "the path to a MobileNetV2 weights file (.h5) without the classifier"
         )

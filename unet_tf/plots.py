@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 # Figures are drawn with matplotlib's object API, not pyplot: files are written on any machine
 # without a display, and a notebook's own plotting backend is left alone.
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from unet_tf.run_files import atomic_path
 
 # One colour per class for masks and overlays (pet, background, border for trimaps).
 PALETTE = np.array([
@@ -35,17 +35,14 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45, skip_class
 
 def _save(fig, path, dpi) -> None:
     """Saves to a temporary name and renames: a crash never leaves half a picture."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
 
 
-def plot_curves(history: dict, path, monitor: str = "val_dice", averaged=None) -> None:
-    """Loss and mean Dice per epoch, train and validation, with the best epoch marked, and
-    `averaged` = (first, last), the epochs whose weights were averaged, shaded."""
+def plot_curves(history: dict, path, best: int | None = None, averaged=None) -> None:
+    """Loss and mean Dice per epoch, train and validation, with the `best` epoch (from 1) marked,
+    and `averaged` = (first, last), the epochs whose weights were averaged, shaded."""
     epochs = np.arange(1, len(history["loss"]) + 1)
-    best = int(np.nanargmax(history[monitor])) + 1 if monitor in history else None
     fig = Figure(figsize=(11, 4))
     axes = fig.subplots(1, 2)
     for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "dice", "mean Dice")):
@@ -62,8 +59,8 @@ def plot_curves(history: dict, path, monitor: str = "val_dice", averaged=None) -
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    if best:
-        axes[1].set_title(f"mean Dice (best validation {history[monitor][best - 1]:.3f})")
+    if best and "val_dice" in history:
+        axes[1].set_title(f"mean Dice (best validation {history['val_dice'][best - 1]:.3f})")
     fig.tight_layout()
     _save(fig, path, dpi=100)
 

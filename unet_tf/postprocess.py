@@ -17,7 +17,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from unet_tf.errors import UserError
+
 STEPS = ("islands", "largest", "fill")
+
+
+class PostprocessError(UserError):
+    """A --postprocess value that cannot be applied."""
+
 MIN_ISLAND_SHARE = 0.005
 DEFAULT = "auto"
 # What `auto` means, by the dataset the model was trained on.
@@ -29,7 +36,7 @@ def parse(spec: str) -> tuple:
     names = [s.strip() for s in (spec or "").split(",") if s.strip() and s.strip() != "none"]
     unknown = [n for n in names if n not in STEPS]
     if unknown:
-        raise ValueError(f"--postprocess {spec!r}: unknown step(s) {', '.join(unknown)}; "
+        raise PostprocessError(f"--postprocess {spec!r}: unknown step(s) {', '.join(unknown)}; "
                          f"expected auto, none or a comma-separated list of {', '.join(STEPS)}")
     return tuple(s for s in STEPS if s in names)
 
@@ -50,9 +57,21 @@ def resolve(spec: str, trained_on: str | None) -> tuple:
 
 
 def check(spec: str) -> str:
-    """`spec` if it is `auto` or parses (else ValueError): to reject a typo before a model loads."""
+    """`spec` if it is `auto` or parses (else PostprocessError): to reject a typo before a model
+    loads."""
     resolve(spec, trained_on=None)
     return spec
+
+
+def steps_for(spec: str, trained_on: str | None, class_names) -> tuple:
+    """The steps of `spec` for a model trained on `trained_on` with these classes; an error, once
+    and before any image, when steps are asked of a model without a background class."""
+    steps = resolve(spec, trained_on)
+    if steps and "background" not in class_names:
+        raise PostprocessError(f"--postprocess {spec}: the model's classes {tuple(class_names)} "
+                               "have no 'background', which the steps need; use --postprocess "
+                               "none")
+    return steps
 
 
 def pet_classes(class_names) -> tuple:

@@ -16,14 +16,16 @@ Masks of a model trained on oxford_iiit_pet keep only the largest pet and have t
 averages the class probabilities of each photo and of its mirror image (twice the work; the same
 test-time flips as `python -m unet_tf.evaluate --tta`).
 
-Folders are searched (not recursively) for image files. A file that cannot be read is reported
-with the reason and the others are still processed; the exit status is 1 if any failed. Nothing is
-written outside --out, and an output that would overwrite an input is refused.
+Folders are searched (not recursively) for image files. A file that cannot be read or written is
+reported with the reason and the others are still processed; the exit status is 1 if any failed.
+--out must be new or empty, or a folder predict wrote before (it leaves a `.unet_tf-predictions`
+marker): nothing else is ever written into, and no output takes an input's name.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,10 +33,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from unet_tf.cli import add_tta_argument, command_parser
 from unet_tf import images as image_io
 from unet_tf import plots, postprocess
+from unet_tf.cli import add_tta_argument, command_parser, positive_int, run_command
 from unet_tf.inference import segment
+from unet_tf.outputs import prepare_predictions_folder
 from unet_tf.run_files import load_model_safely
 
 
@@ -99,24 +102,34 @@ def collect_inputs(inputs) -> tuple:
 
 
 def output_names(files, out: Path) -> list:
-    """(mask path, overlay path) per file: unique stems within --out, never an input's path."""
+    """(mask path, overlay path) per file: unique stems within --out, never an input's path, and
+    short enough for the file system (long stems are cut)."""
     inputs = {f.resolve() for f in files}
+    longest = _name_max(out) - len("_overlay.png") - 16  # room for "_<n>" and ".tmp"
     used, names = set(), []
     for f in files:
-        stem, n = f.stem, 1
+        base = f.stem.encode()[:longest].decode(errors="ignore")
+        stem, n = base, 1
         while stem in used or {(out / f"{stem}_mask.png").resolve(),
                                (out / f"{stem}_overlay.png").resolve()} & inputs:
             n += 1
-            stem = f"{f.stem}_{n}"
+            stem = f"{base}_{n}"
         used.add(stem)
         names.append((out / f"{stem}_mask.png", out / f"{stem}_overlay.png"))
     return names
 
 
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder if folder.exists() else folder.parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
 def predict_files(segmenter: Segmenter, files, out: Path, steps=(), max_pixels=image_io.MAX_PIXELS,
                   progress: bool = True) -> list:
-    """Writes masks and overlays; returns (path, message naming it) for the files that failed."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Writes masks and overlays into `out` (made ready with outputs.prepare_predictions_folder);
+    returns (path, message naming it) for the files that failed, the others still done."""
     background = (segmenter.class_names.index("background")
                   if "background" in segmenter.class_names else None)
     failures = []
@@ -125,34 +138,40 @@ def predict_files(segmenter: Segmenter, files, out: Path, steps=(), max_pixels=i
                                                  disable=not progress or len(files) < 2):
         try:
             image = image_io.read_image(path, max_pixels=max_pixels)
+            mask = postprocess.postprocess(segmenter(image), segmenter.class_names, steps)
+            image_io.write_png(mask_path, mask)
+            image_io.write_png(overlay_path, plots.overlay(image, mask, skip_class=background))
         except image_io.ImageReadError as error:
             failures.append((path, str(error)))
-            continue
-        mask = postprocess.postprocess(segmenter(image), segmenter.class_names, steps)
-        image_io.write_png(mask_path, mask)
-        image_io.write_png(overlay_path, plots.overlay(image, mask, skip_class=background))
+        except OSError as error:  # the output could not be written: this file fails, not the rest
+            failures.append((path, f"{path}: writing {error.filename or mask_path} failed "
+                                   f"({error.strerror or error})"))
     return failures
 
 
 def main(argv=None) -> int:
+    return run_command(_main, argv)
+
+
+def _main(argv) -> int:
     parser = command_parser("unet_tf.predict", __doc__)
-    parser.add_argument("--model", required=True, help="a model.keras or an exported SavedModel folder")
-    parser.add_argument("--out", required=True, help="folder for the masks and overlays")
+    parser.add_argument("--model", required=True,
+                        help="a model.keras or an exported SavedModel folder")
+    parser.add_argument("--out", required=True,
+                        help="folder for the masks and overlays: new or empty, or one predict "
+                             "wrote before")
     postprocess.add_argument(parser)
     add_tta_argument(parser)
-    parser.add_argument("--max-pixels", type=int, default=image_io.MAX_PIXELS,
-                        help="refuse images above this many pixels (default: %(default)s)")
+    parser.add_argument("--max-pixels", type=positive_int, default=image_io.MAX_PIXELS,
+                        help="refuse images above this many pixels, before decoding them "
+                             "(default: %(default)s; memory grows with the photo, see the README)")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     args = parser.parse_args(argv)
-    try:
-        postprocess.check(args.postprocess)
-        segmenter = Segmenter(args.model, tta=args.tta)
-        steps = postprocess.resolve(args.postprocess, segmenter.trained_on)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    postprocess.check(args.postprocess)
+    out = prepare_predictions_folder(Path(args.out))  # before any work
+    segmenter = Segmenter(args.model, tta=args.tta)
+    steps = postprocess.steps_for(args.postprocess, segmenter.trained_on, segmenter.class_names)
     files, problems = collect_inputs(args.inputs)
-    out = Path(args.out)
     failures = problems + predict_files(segmenter, files, out, steps, args.max_pixels)
     done = len(files) - (len(failures) - len(problems))
     print(f"{done} of {len(files)} images segmented into {out}/ (<stem>_mask.png, "

@@ -1,109 +1,178 @@
 """Continuing a run that stopped: after every epoch, everything needed to go on is saved.
 
-`<run>/resume/` holds the weights with the optimizer's state (`epoch_NNNN.weights.h5`) and
-`state.json`: the epochs completed, the weights file, and the early-stopping state (best value,
-epochs waited, best epoch). `state.json` is replaced atomically and only after its weights file is
-complete, so whatever moment a run is killed at, it points to a consistent state; at most the epoch
-in progress is lost. `python -m unet_tf.train --resume RUN` continues from it. With
-`--average-weights` the folder also holds the running sum of the weights (`average_NNNN.npz`,
-named in `state.json`; see averaging.py).
+One owner, `EpochState`, writes `<run>/resume/` after every epoch:
+
+- `epoch_NNNN.weights.h5`: the model's weights with the optimizer's state;
+- `epoch_NNNN.state.npz`: the arrays of the stateful callbacks (the running sum of the weights
+  with --average-weights);
+- `state.json`: a `RunState` naming both files, with the epochs completed, the phase, and each
+  stateful callback's own small state (early stopping's best value, epochs waited, best epoch).
+
+`state.json` is replaced atomically and only after the files it names are complete, so whatever
+moment a run is killed at, it points to a consistent state; at most the epoch in progress is lost.
+`python -m unet_tf.train --resume RUN` continues from it. A stateful callback offers `state()`
+(a JSON-ready dict and a dict of arrays) and `restore(values, arrays)`; it writes no files itself.
 
 Keras' BackupAndRestore keeps weights and epoch, but not the early-stopping and best-model state
 (after a resume the first epoch would count as "best" however bad), and it writes its weights and
-its epoch number as two files that a kill can leave out of step; hence this small callback.
+its epoch number as two files that a kill can leave out of step; hence this small owner.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
 import keras
+import numpy as np
 
-from unet_tf.averaging import FILE_PREFIX as AVERAGE_PREFIX
-from unet_tf.run_files import atomic_write_text, write_json
+from unet_tf.errors import UserError
+from unet_tf.run_files import atomic_path, atomic_write_text, write_json
 
 FOLDER = "resume"
 
 
+class RunStateError(UserError):
+    """A run's saved state cannot be used; the message says which file and why."""
+
+
+@dataclasses.dataclass
+class RunState:
+    """Where a run stands, as `resume/state.json` records it.
+
+    Attributes:
+        epochs_completed: int. Epochs whose results are all saved.
+        weights: str or None. The weights file (model and optimizer) of the last completed epoch.
+        arrays: str or None. The stateful callbacks' arrays of that epoch.
+        callbacks: dict. Each stateful callback's JSON state, by its `state_name`.
+        fine_tune_from: int or None. The epoch count at which fine-tuning started (None: the
+            first phase is still running, or there is none).
+        finished: bool. The run completed; its results are in the run folder.
+    """
+
+    epochs_completed: int = 0
+    weights: str | None = None
+    arrays: str | None = None
+    callbacks: dict = dataclasses.field(default_factory=dict)
+    fine_tune_from: int | None = None
+    finished: bool = False
+
+    @classmethod
+    def read(cls, run: Path) -> "RunState | None":
+        """The saved state of `run`, or None when it saved none (no epoch completed)."""
+        path = Path(run) / FOLDER / "state.json"
+        if not path.is_file():
+            return None
+        try:
+            values = json.loads(path.read_text())
+            state = cls(**values)
+            int(state.epochs_completed)
+        except (ValueError, TypeError) as error:
+            raise RunStateError(f"{path} is damaged ({error}); the run cannot be resumed from it"
+                                ) from None
+        for name in (state.weights, state.arrays):
+            if name and not (path.parent / name).is_file():
+                raise RunStateError(f"{path} names {name}, which is missing; the run cannot be "
+                                    "resumed from it")
+        return state
+
+    def write(self, run: Path) -> None:
+        write_json(Path(run) / FOLDER / "state.json", dataclasses.asdict(self))
+
+
 class EpochState(keras.callbacks.Callback):
-    """Saves weights, optimizer state and early-stopping state at the end of every epoch.
+    """The owner of a run's state: after every epoch saves the weights, the optimizer's state and
+    every stateful callback's state, then `state.json` (see the module docstring).
+
+    Put it last in the callback list: it records what the others did in the epoch.
 
     Args:
         run: Path. The run folder.
-        early_stopping: keras.callbacks.EarlyStopping. Whose state to save.
-        extra: dict. More state to keep (e.g. the epoch fine-tuning started at).
+        state: RunState. Updated and written after every epoch.
+        stateful: list of callbacks with `state_name`, `state()` and `restore(values, arrays)`.
     """
 
-    def __init__(self, run: Path, early_stopping: keras.callbacks.EarlyStopping | None,
-                 extra: dict | None = None):
+    def __init__(self, run: Path, state: RunState, stateful: list):
         super().__init__()
         self.folder = Path(run) / FOLDER
-        self.early_stopping = early_stopping
-        self.extra = dict(extra or {})
+        self.state = state
+        self.stateful = list(stateful)
 
     def on_epoch_end(self, epoch, logs=None):
         self.folder.mkdir(exist_ok=True)
-        name = f"epoch_{epoch + 1:04d}.weights.h5"
-        tmp = self.folder / f".{name}.tmp.weights.h5"
-        self.model.save_weights(tmp)  # includes the optimizer's variables
-        tmp.replace(self.folder / name)
-        stopping = self.early_stopping
-        write_json(self.folder / "state.json", {
-            "epochs_completed": epoch + 1,
-            "weights": name,
-            "early_stopping": {"best": _plain(stopping.best), "wait": stopping.wait,
-                               "best_epoch": stopping.best_epoch},
-            "stop_training": bool(self.model.stop_training),
-            "extra": self.extra,
-            "finished": False,
-        })
-        for old in self.folder.glob("epoch_*.weights.h5"):
-            if old.name != name:
+        stem = f"epoch_{epoch + 1:04d}"
+        weights, arrays = f"{stem}.weights.h5", f"{stem}.state.npz"
+        with atomic_path(self.folder / weights) as tmp:
+            self.model.save_weights(tmp)  # includes the optimizer's variables
+        values, saved = {}, {}
+        for callback in self.stateful:
+            values[callback.state_name], own = callback.state()
+            saved.update({f"{callback.state_name}/{key}": array for key, array in own.items()})
+        with atomic_path(self.folder / arrays) as tmp:
+            np.savez(tmp, **saved)
+        self.state.epochs_completed, self.state.weights, self.state.arrays = epoch + 1, weights, arrays
+        self.state.callbacks = values
+        self.state.write(self.folder.parent)
+        self._drop_files(keep={weights, arrays})
+
+    def restore(self, model: keras.Model) -> None:
+        """Puts the saved weights and optimizer state into `model` (built, compiled) and the saved
+        state into every stateful callback."""
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.folder / self.state.weights)
+        with np.load(self.folder / self.state.arrays) as saved:
+            for callback in self.stateful:
+                prefix = f"{callback.state_name}/"
+                arrays = {key[len(prefix):]: saved[key] for key in saved.files
+                          if key.startswith(prefix)}
+                callback.restore(self.state.callbacks.get(callback.state_name, {}), arrays)
+
+    def finish(self) -> None:
+        """Records that the run completed and drops the saved weights (model.keras has them)."""
+        self.state.finished = True
+        self.state.weights = self.state.arrays = None
+        self.state.write(self.folder.parent)
+        self._drop_files(keep=set())
+
+    def _drop_files(self, keep: set) -> None:
+        for old in self.folder.glob("epoch_*"):
+            if old.name not in keep:
                 old.unlink()
 
 
-def _plain(value):
-    return None if value is None else float(value)
-
-
-def read_state(run: Path) -> dict | None:
-    path = Path(run) / FOLDER / "state.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def mark_finished(run: Path) -> None:
-    """Records that the run completed and drops the weights backups (model.keras has the
-    result)."""
-    state = read_state(run) or {}
-    state["finished"] = True
-    for pattern in ("epoch_*.weights.h5", f"{AVERAGE_PREFIX}*.npz"):
-        for old in (Path(run) / FOLDER).glob(pattern):
-            old.unlink()
-    write_json(Path(run) / FOLDER / "state.json", state)
-
-
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping that can start from a saved state instead of from scratch.
+    """EarlyStopping whose state (best value, epochs waited, best epoch, best weights) can be
+    saved and restored: by `EpochState` across a restart, and by the fine-tuning phase across its
+    second `fit`.
 
-    Args:
-        restored: dict or None. `best`, `wait`, `best_epoch` from `state.json`, and
-            `best_weights`: the weights of the best model so far.
-        Other arguments: as `keras.callbacks.EarlyStopping`.
+    Args: as `keras.callbacks.EarlyStopping`.
     """
 
-    def __init__(self, *args, restored: dict | None = None, **kwargs):
+    state_name = "early_stopping"
+
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.restored = restored
+        self._restored = None
+
+    def state(self) -> tuple:
+        values = {"best": None if self.best is None else float(self.best), "wait": int(self.wait),
+                  "best_epoch": int(self.best_epoch)}
+        return values, {f"best_{i}": w for i, w in enumerate(self.best_weights or [])}
+
+    def restore(self, values: dict, arrays: dict) -> None:
+        """The next `fit` starts from `values` and `arrays`, as `state()` gave them."""
+        weights = [arrays[f"best_{i}"] for i in range(len(arrays))] or None
+        self._restored = {**values, "best_weights": weights}
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        if self.restored:
-            self.best = self.restored["best"]
-            self.wait = self.restored["wait"]
-            self.best_epoch = self.restored["best_epoch"]
-            self.best_weights = self.restored.get("best_weights")
+        if self._restored:
+            self.best = self._restored["best"]
+            self.wait = self._restored["wait"]
+            self.best_epoch = self._restored["best_epoch"]
+            self.best_weights = self._restored["best_weights"]
 
 
 def truncate_history(path: Path, epochs: int) -> None:

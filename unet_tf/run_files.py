@@ -6,21 +6,46 @@ either the old complete file or the new complete one, never a half-written file 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import keras
 
-from unet_tf.config import CLASS_NAMES, Config
+from unet_tf.config import CLASS_NAMES, Config, labels_for
+from unet_tf.errors import UserError
+
+
+def temporary_path(path) -> Path:
+    """The hidden name beside `path` that a file is written to before it takes `path`'s name;
+    with `path`'s suffixes, by which Keras and matplotlib choose the format."""
+    path = Path(path)
+    stem, dot, suffixes = path.name.partition(".")
+    return path.with_name(f".{stem}.tmp{dot}{suffixes}")
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """The temporary path to write `path`'s new content to: renamed over `path` when the block
+    ends, removed when it fails, so `path` is always either the old file or the new one, whole.
+
+        with atomic_path(run / "model.keras") as tmp:
+            model.save(tmp)
+    """
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path, content: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(content)
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -31,33 +56,33 @@ def write_json(path, value) -> None:
     atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
-def _tmp_keras_path(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp.keras")  # Keras insists on the .keras suffix
-
-
 def save_model_atomically(model: keras.Model, path, keep_old_as=None) -> None:
     """Saves `model` to `path` through a temporary file; with `keep_old_as`, the file it replaces
     is first renamed to that path."""
     path = Path(path)
-    tmp = _tmp_keras_path(path)
-    model.save(tmp)
-    if keep_old_as and path.exists():
-        os.replace(path, keep_old_as)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        if keep_old_as and path.exists():
+            os.replace(path, keep_old_as)
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keras' ModelCheckpoint, writing each new best model to a temporary name and renaming it
-    over `filepath`: a crash mid-save never leaves a truncated model.keras."""
+    over `filepath`: a crash mid-save never leaves a truncated model.keras, and a failed save
+    (a full disk) leaves no temporary file behind."""
 
     def __init__(self, filepath, **kwargs):
         self.final_path = Path(filepath)
-        super().__init__(str(_tmp_keras_path(self.final_path)), **kwargs)
+        super().__init__(str(temporary_path(self.final_path)), **kwargs)
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        tmp = _tmp_keras_path(self.final_path)
-        if tmp.exists():
+        tmp = temporary_path(self.final_path)
+        try:
+            super().on_epoch_end(epoch, logs)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if tmp.exists():  # a better epoch was saved
             os.replace(tmp, self.final_path)
 
 
@@ -72,32 +97,73 @@ class RunInfo:
     metrics: dict
 
 
+class ModelFileError(UserError):
+    """A model file that cannot be loaded: missing, damaged, unsafe or not one of ours."""
+
+
+# A .keras file is a zip; Keras unpacks config.json into memory and the weights to a file. A model
+# of this project holds well under these sizes: larger members are refused unread.
+MAX_CONFIG_BYTES = 16 * 2**20
+MAX_UNPACKED_BYTES = 4 * 2**30
+
+
+def check_keras_file(path: Path) -> None:
+    """Refuses a path that is not a complete, reasonably sized .keras archive, before Keras reads
+    it."""
+    if not path.is_file():
+        hint = (" (a SavedModel folder is for serving; give the model.keras it came from)"
+                if path.is_dir() else "")
+        raise ModelFileError(f"--model {path}: no such model file{hint}")
+    if path.suffix != ".keras":
+        raise ModelFileError(f"--model {path}: expected a .keras file written by unet_tf.train")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info.file_size for info in archive.infolist()}
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ModelFileError(f"--model {path}: not a complete .keras file ({error}); it may be "
+                             "truncated: copy it again") from None
+    if "config.json" not in members:
+        raise ModelFileError(f"--model {path}: a zip without config.json, not a Keras model")
+    if members["config.json"] > MAX_CONFIG_BYTES or sum(members.values()) > MAX_UNPACKED_BYTES:
+        raise ModelFileError(
+            f"--model {path}: unpacks to {sum(members.values()) / 2**30:.1f} GiB (config.json "
+            f"{members['config.json'] / 2**20:.0f} MiB), far beyond any model of this project; "
+            "refused")
+
+
 def load_model_safely(path) -> tuple:
     """(model, RunInfo) for a `model.keras`, loaded in Keras' safe mode (no arbitrary code).
 
-    `config.json` and `metrics.json` beside the model describe it; without them the classes are
-    inferred from the number of outputs (3: the trimap classes, 2: background/pet).
+    `config.json` and `metrics.json` beside the model describe it; without them the label mode
+    is guessed from the number of outputs (config.labels_for).
     """
     path = Path(path)
-    if not path.is_file():
-        hint = " (a SavedModel folder is for serving; give the model.keras it came from)" \
-            if path.is_dir() else ""
-        raise FileNotFoundError(f"--model {path}: no such model file{hint}")
-    if path.suffix != ".keras":
-        raise ValueError(f"--model {path}: expected a .keras file written by unet_tf.train")
-    model = keras.models.load_model(path, safe_mode=True)
+    check_keras_file(path)
+    try:
+        model = keras.models.load_model(path, safe_mode=True)
+    except Exception as error:  # Keras reports bad files with many types
+        raise ModelFileError(f"--model {path}: cannot be loaded safely ({type(error).__name__}: "
+                             f"{str(error).splitlines()[0][:300]})") from None
     size, classes = int(model.input_shape[1]), int(model.output_shape[-1])
     config_path, metrics_path = path.with_name("config.json"), path.with_name("metrics.json")
     if config_path.is_file():
-        config = Config.load(config_path)
+        config = read_run_config(config_path)
         info = RunInfo(config.class_names, size, config.labels, config.to_dict(), {})
     else:
-        labels = {3: "trimap", 2: "binary"}.get(classes, "index")
+        labels = labels_for(classes)
         names = CLASS_NAMES.get(labels, tuple(f"class_{i}" for i in range(classes)))
         info = RunInfo(names, size, labels, {}, {})
     if len(info.class_names) != classes:
-        raise ValueError(f"{config_path} names {len(info.class_names)} classes but the model has "
-                         f"{classes} outputs")
+        raise ModelFileError(f"{config_path} names {len(info.class_names)} classes but the model "
+                             f"has {classes} outputs")
     if metrics_path.is_file():
         info.metrics = json.loads(metrics_path.read_text())
     return model, info
+
+
+def read_run_config(path: Path) -> Config:
+    """A run's config.json as a Config; a damaged one is a one-line error naming it."""
+    try:
+        return Config.load(path)
+    except (ValueError, TypeError) as error:
+        raise ModelFileError(f"{path} is not a usable run configuration ({error})") from None

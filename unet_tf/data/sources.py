@@ -23,6 +23,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from unet_tf.data import preprocess, synthetic
+from unet_tf.errors import UserError
 from unet_tf.images import ImageReadError, read_image, read_mask
 
 TFDS_NAME = "oxford_iiit_pet:4.0.0"
@@ -33,7 +34,7 @@ TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"
 OXFORD_LISTS = {"train": "trainval.txt", "trainval": "trainval.txt", "test": "test.txt"}
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Data that cannot be used at all (nothing to train on, a missing folder or list)."""
 
 
@@ -314,8 +315,9 @@ def _folder_split(config, split: str) -> Split:
         )
     if base == root and name not in ("train",):
         raise DataError(
-            f"--data-dir {root} has no {name}/ folder for split {split!r}; with one images/ "
-            "folder, carve validation out of it with --validation-fraction 0.2"
+            f"--data-dir {root} has no {name}/ folder for split {split!r}: its one images/ + "
+            "masks/ pair is the split 'train' (to train, hold part of it out for validation "
+            "with --validation-fraction 0.2; to evaluate on it: --split train)"
         )
     masks = {p.stem: p for p in sorted(masks_dir.iterdir()) if p.is_file()}
     files = sorted(p for p in images_dir.iterdir() if p.is_file() and not p.name.startswith("."))

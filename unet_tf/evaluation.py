@@ -1,0 +1,76 @@
+"""Scores of a model on a split: Dice, IoU and pixel accuracy per class and overall, and pet
+against background; what `python -m unet_tf.evaluate`, training's final report and the notebook
+print.
+
+    >>> report, confusion, masks = evaluate_split(model, split, ("pet", "background", "border"))
+    >>> print(format_report(report, ("pet", "background", "border")))
+
+Dice and IoU per class come from one confusion matrix summed over every pixel of the split
+(dataset-level, see metrics.py). Pet vs background counts every class but background as pet (so
+the trimap's border is pet), at dataset level and as a mean over images (an image with no pet,
+truly and predicted, scores 1).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from unet_tf import metrics, postprocess
+from unet_tf.data import Split
+from unet_tf.inference import predict_masks
+
+
+def binary_scores(true_masks, predicted_masks, pet_classes) -> dict:
+    """Pet-vs-background Dice and IoU: dataset-level, and the mean over images."""
+    truth = np.isin(true_masks, pet_classes).reshape(len(true_masks), -1)
+    predicted = np.isin(predicted_masks, pet_classes).reshape(len(true_masks), -1)
+    overlap = (truth & predicted).sum(1).astype(np.float64)
+    sizes = truth.sum(1) + predicted.sum(1).astype(np.float64)
+    union = sizes - overlap
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(sizes > 0, 2 * overlap / sizes, 1.0)
+        iou = np.where(union > 0, overlap / union, 1.0)
+    return {
+        "dice": float(2 * overlap.sum() / sizes.sum()) if sizes.sum() else 1.0,
+        "iou": float(overlap.sum() / union.sum()) if union.sum() else 1.0,
+        "mean_dice_per_image": float(dice.mean()),
+        "mean_iou_per_image": float(iou.mean()),
+    }
+
+
+def evaluate_split(model: keras.Model, split: Split, class_names, steps=(),
+                   tta: bool = False) -> tuple:
+    """(report, confusion matrix, predicted masks) of a model on a split."""
+    predicted = predict_masks(model, split.images, tta=tta)
+    if steps:
+        predicted = np.stack([postprocess.postprocess(m, class_names, steps) for m in predicted])
+    cm = metrics.confusion_matrix(split.masks, predicted, len(class_names))
+    report = {"split": split.name, "examples": len(split), "postprocess": list(steps), "tta": tta,
+              **metrics.scores_from_confusion(cm, class_names)}
+    if "background" in class_names:
+        report["pet_vs_background"] = binary_scores(split.masks, predicted,
+                                                    postprocess.pet_classes(class_names))
+    return report, cm, predicted
+
+
+def format_report(report: dict, class_names) -> str:
+    rows = [f"{report['split']}: {report['examples']} examples"
+            + (f", post-processing {'+'.join(report['postprocess'])}" if report["postprocess"] else "")
+            + (", flip test-time augmentation" if report.get("tta") else ""),
+            f"{'class':<14}{'Dice':>8}{'IoU':>8}"]
+    for name in class_names:
+        dice, iou = report["dice"][name], report["iou"][name]
+        rows.append(f"{name:<14}{_fmt(dice):>8}{_fmt(iou):>8}")
+    rows.append(f"{'mean':<14}{_fmt(report['mean_dice']):>8}{_fmt(report['mean_iou']):>8}")
+    rows.append(f"pixel accuracy {report['pixel_accuracy']:.4f}")
+    if "pet_vs_background" in report:
+        b = report["pet_vs_background"]
+        rows.append(f"pet vs background: Dice {b['dice']:.4f} (mean per image "
+                    f"{b['mean_dice_per_image']:.4f}), IoU {b['iou']:.4f} (mean per image "
+                    f"{b['mean_iou_per_image']:.4f})")
+    return "\n".join(rows)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -1,0 +1,128 @@
+"""The exported SavedModel's two signatures, as TensorFlow functions of a model.
+
+- `serving_default(images)`: uint8 [batch, height, width, 3] pixels, any height and width;
+- `serve_bytes(images)`: string [batch] of encoded JPEG, PNG, GIF or BMP images of one size.
+
+Both return `mask` (int32 [batch, height, width]) and `probabilities` (float32 [batch, height,
+width, classes]) through `inference.segment`, the path predict uses too. Memory grows with the
+photo: an image above `max_pixels` is refused with an error naming the limit, and `serve_bytes`
+reads each image's size from its header first, so an oversized image is refused before it is
+decoded. Transparent PNG pixels are composited over white, as `predict` (Pillow) does. TIFF and
+WebP, which predict reads, are not decoded in the graph: send their pixels to `serving_default`.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from unet_tf.inference import segment
+
+FORMATS = ("JPEG", "PNG", "GIF", "BMP")
+_HEADER = 32  # bytes read to find an image's size
+
+
+def _uint(bytes_, start, count, big_endian):
+    """The unsigned integer in `count` header bytes from `start`, as int64."""
+    value = tf.constant(0, tf.int64)
+    order = range(count) if big_endian else reversed(range(count))
+    for i in order:
+        value = value * 256 + tf.cast(bytes_[start + i], tf.int64)
+    return value
+
+
+def header_size(encoded):
+    """(height, width) int64 of an encoded image from its first bytes, without decoding it;
+    (-1, -1) for a format the graph cannot decode."""
+    padded = tf.strings.substr(tf.strings.join([encoded, tf.constant("\0" * _HEADER)]), 0, _HEADER)
+    head = tf.io.decode_raw(padded, tf.uint8)
+
+    def starts_with(*values):
+        return tf.reduce_all(tf.equal(head[:len(values)], tf.constant(values, tf.uint8)))
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded, output_type=tf.int32)
+        return tf.cast(shape[:2], tf.int64)
+
+    def png():
+        return tf.stack([_uint(head, 20, 4, True), _uint(head, 16, 4, True)])
+
+    def gif():
+        return tf.stack([_uint(head, 8, 2, False), _uint(head, 6, 2, False)])
+
+    def bmp():
+        height = _uint(head, 22, 4, False)
+        height = tf.where(height >= 2**31, 2**32 - height, height)  # negative: stored top down
+        return tf.stack([height, _uint(head, 18, 4, False)])
+
+    def unknown():
+        return tf.constant([-1, -1], tf.int64)
+
+    index = tf.where(starts_with(0xFF, 0xD8), 0, tf.where(starts_with(0x89, 0x50, 0x4E, 0x47), 1,
+                     tf.where(starts_with(0x47, 0x49, 0x46), 2,
+                              tf.where(starts_with(0x42, 0x4D), 3, 4))))
+    return tf.switch_case(index, [jpeg, png, gif, bmp, unknown])
+
+
+def check_pixels(height, width, max_pixels: int):
+    """An assertion that fails, naming the limit, for an image above `max_pixels`."""
+    pixels = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
+    return tf.debugging.assert_less_equal(
+        pixels, tf.constant(max_pixels, tf.int64),
+        message=f"image above the limit of {max_pixels:,} pixels (metadata.json max_pixels; "
+                "export --max-pixels sets it); resize it first")
+
+
+def decode(encoded, max_pixels: int):
+    """uint8 [H, W, 3] of one encoded image, refused before decoding when it is too large."""
+    size = header_size(encoded)
+    known = tf.debugging.assert_non_negative(
+        size, message=f"not an image the SavedModel decodes ({', '.join(FORMATS)}); send its "
+                      "pixels to serving_default instead")
+    with tf.control_dependencies([known, check_pixels(size[0], size[1], max_pixels)]):
+        is_png = tf.strings.substr(encoded, 0, 4) == b"\x89PNG"
+
+        def png_over_white():
+            rgba = tf.cast(tf.io.decode_png(encoded, channels=4, dtype=tf.uint8), tf.float32)
+            alpha = rgba[..., 3:] / 255.0
+            return tf.cast(tf.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)), tf.uint8)
+
+        def other():
+            return tf.io.decode_image(encoded, channels=3, expand_animations=False,
+                                      dtype=tf.uint8)
+
+        return tf.cond(is_png, png_over_white, other)
+
+
+def signatures(model: keras.Model, tta: bool, max_pixels: int) -> tuple:
+    """(serving_default, serve_bytes) functions of `model`, to be traced with the input
+    signatures `SIGNATURES` gives."""
+
+    def serving_default(images):
+        shape = tf.shape(images)
+        with tf.control_dependencies([check_pixels(shape[1], shape[2], max_pixels)]):
+            def empty():  # a batch of no images: no work, outputs of the right shapes
+                classes = model.output_shape[-1]
+                return (tf.zeros([0, shape[1], shape[2]], tf.int32),
+                        tf.zeros([0, shape[1], shape[2], classes], tf.float32))
+
+            mask, probabilities = tf.cond(shape[0] > 0, lambda: segment(model, images, tta),
+                                          empty)
+        return {"mask": mask, "probabilities": probabilities}
+
+    def serve_bytes(images):
+        def decode_all():
+            return tf.map_fn(lambda encoded: decode(encoded, max_pixels), images,
+                             fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+        decoded = tf.cond(tf.size(images) > 0, decode_all,
+                          lambda: tf.zeros([0, 0, 0, 3], tf.uint8))
+        return serving_default(decoded)
+
+    return serving_default, serve_bytes
+
+
+SIGNATURES = {
+    "serving_default": [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+    "serve_bytes": [tf.TensorSpec([None], tf.string, name="images")],
+}
