@@ -79,26 +79,19 @@ def test_average_weights_is_the_mean_from_the_best_epoch_with_batch_norm_measure
     assert not list((run / "resume").glob("epoch_*"))  # dropped when the run finished
 
 
-class _FixedBest:
-    """What PlateauAverage reads of early stopping: the best epoch (0-based)."""
-
-    def __init__(self):
-        self.best_epoch = 0
-
-
 def test_plateau_average_restarts_at_a_new_best_and_resumes_from_its_state():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    stopping = _FixedBest()
-    averager = averaging.PlateauAverage(stopping)
+    averager = averaging.PlateauAverage()
     averager.set_model(model)
-    for epoch, best in enumerate([0, 0, 2, 2, 2]):  # epoch 3 (0-based 2) becomes the best
+    for epoch in range(5):  # epoch 3 (0-based 2) becomes the best
         model.set_weights([np.full(w.shape, float(epoch + 1), w.dtype)
                            for w in model.get_weights()])
-        stopping.best_epoch = best
+        if epoch == 2:  # early stopping tells it before its own epoch end...
+            averager.new_best(epoch)
         averager.on_epoch_end(epoch)
         if epoch == 3:  # a run killed here resumes from the state saved after this epoch
             values, arrays = averager.state()
-            resumed = averaging.PlateauAverage(stopping)
+            resumed = averaging.PlateauAverage()
             resumed.restore(json.loads(json.dumps(values)), {k: a.copy() for k, a in arrays.items()})
             resumed.set_model(model)
     assert averager.epochs == (3, 5)
@@ -107,6 +100,19 @@ def test_plateau_average_restarts_at_a_new_best_and_resumes_from_its_state():
     resumed.on_epoch_end(4)
     assert resumed.epochs == (3, 5)
     for got, want in zip(resumed.average(), averager.average()):
+        np.testing.assert_array_equal(got, want)
+
+    # ...or after it: the same mean either way.
+    other = averaging.PlateauAverage()
+    other.set_model(model)
+    for epoch in range(5):
+        model.set_weights([np.full(w.shape, float(epoch + 1), w.dtype)
+                           for w in model.get_weights()])
+        other.on_epoch_end(epoch)
+        if epoch == 2:
+            other.new_best(epoch)
+    assert other.epochs == (3, 5)
+    for got, want in zip(other.average(), averager.average()):
         np.testing.assert_array_equal(got, want)
 
     # Fine-tuning starts the mean again from the best epoch's weights (here, epoch 3's).

@@ -1,6 +1,7 @@
 """The configuration: presets, validation, config files and flags, and the config.json round trip."""
 
 import argparse
+import dataclasses
 import json
 import re
 
@@ -17,11 +18,16 @@ def parse(*argv):
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_every_preset_builds(name):
+def test_every_preset_builds_its_model(name):
+    """Each preset's values go together: its model builds (from random weights, offline) with the
+    input size, classes and decoder the preset says."""
+    from unet_tf.training import build_model
+
     config = preset(name)
-    assert isinstance(config, Config)
-    for key, value in PRESETS[name].items():
-        assert getattr(config, key) == value
+    model = build_model(dataclasses.replace(config, encoder_weights="none"))
+    assert model.output_shape == (None, config.image_size, config.image_size, config.num_classes)
+    up_blocks = [layer for layer in model.layers if layer.name.startswith("up_")]
+    assert [block.layers[0].filters for block in up_blocks] == list(config.decoder_filters)
 
 
 def test_tutorial_preset_has_the_tutorial_values():

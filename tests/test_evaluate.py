@@ -125,8 +125,12 @@ def test_evaluate_on_real_sample(tiny_run, pets_sample, tmp_path):
 
 
 def test_evaluate_rejects_label_mode_that_does_not_fit(tiny_run, capsys):
+    before = sorted(p.name for p in tiny_run.iterdir())
     assert main(["--model", str(tiny_run / "model.keras"), "--labels", "binary"]) == 2
-    assert "3" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "labels=binary gives 2 classes ('background', 'pet')" in err
+    assert "the model predicts 3" in err and "Traceback" not in err
+    assert sorted(p.name for p in tiny_run.iterdir()) == before  # no report written
 
 
 def test_evaluate_defaults_to_the_part_the_run_carved_out_for_validation(tiny_run, tmp_path):

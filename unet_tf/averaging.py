@@ -26,36 +26,41 @@ from unet_tf.model import batch_norm_layers
 class PlateauAverage(keras.callbacks.Callback):
     """Running mean of the weights from the best epoch so far to the latest one.
 
-    Put it after `early_stopping` in the callback list: an epoch that early stopping has just
-    recorded as the best starts the mean again. Its state (the running sum, how many epochs it
-    holds, the first of them) is saved with the run's (`state()`, `restore()`; see resume.py).
-
-    Args:
-        early_stopping: keras.callbacks.EarlyStopping. Decides which epoch is the best.
+    Early stopping tells it of each new best epoch (`new_best`), which starts the mean again from
+    that epoch's weights; every other epoch's weights are added. Its place in the callback list
+    does not matter. Its state (the running sum, how many epochs it holds, the first of them) is
+    saved with the run's (`state()`, `restore()`; see resume.py).
     """
 
     state_name = "average"
 
-    def __init__(self, early_stopping: keras.callbacks.EarlyStopping):
+    def __init__(self):
         super().__init__()
-        self.early_stopping = early_stopping
         self.sum = None
         self.count = 0
         self.first_epoch = None
+        self._last_epoch = None  # the epoch whose weights the sum holds last (0-based)
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._last_epoch == epoch:  # early stopping restarted it from this epoch already
+            return
         weights = self.model.get_weights()
-        if self.sum is None or self.early_stopping.best_epoch == epoch:
+        if self.sum is None:
             self.start_from(weights, epoch)
-        else:
-            for total, w in zip(self.sum, weights):
-                total += w
-            self.count += 1
+            return
+        for total, w in zip(self.sum, weights):
+            total += w
+        self.count += 1
+        self._last_epoch = epoch
+
+    def new_best(self, epoch: int) -> None:
+        """`epoch` (0-based), just ended, is the best so far: the mean starts again from it."""
+        self.start_from(self.model.get_weights(), epoch)
 
     def start_from(self, weights: list, epoch: int) -> None:
         """Starts the mean again with `weights`, those of `epoch` (0-based)."""
         self.sum = [np.asarray(w, np.float64) for w in weights]
-        self.count, self.first_epoch = 1, epoch + 1
+        self.count, self.first_epoch, self._last_epoch = 1, epoch + 1, epoch
 
     def state(self) -> tuple:
         return ({"count": self.count, "first_epoch": self.first_epoch},

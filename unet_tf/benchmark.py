@@ -40,6 +40,7 @@ from unet_tf.cli import command_parser
 from unet_tf import data
 from unet_tf.config import preset
 from unet_tf.data import synthetic
+from unet_tf.data.sources import oxford_list_names
 from unet_tf.images import write_png
 
 
@@ -112,8 +113,7 @@ def write_photos(folder: Path, count: int, seed: int, scale: float = 3.5) -> Pat
 
 
 def _pairs(root: Path):
-    rows = [line.split()[0] for line in (root / "annotations" / "trainval.txt").read_text()
-            .splitlines() if line.strip() and not line.startswith("#")]
+    rows = oxford_list_names(root / "annotations" / "trainval.txt")
     images = [root / "images" / f"{r}.jpg" for r in rows]
     keep = [i for i, p in enumerate(images)
             if p.is_file() and (root / "annotations" / "trimaps" / f"{rows[i]}.png").is_file()]

@@ -30,6 +30,8 @@ CLASS_NAMES = {
     "binary": ("background", "pet"),
 }
 FOLDER_BINARY_CLASS_NAMES = ("background", "foreground")
+# The tutorial's pix2pix decoder: filters of the four upsample blocks, coarsest first.
+DEFAULT_DECODER_FILTERS = (512, 256, 128, 64)
 # Keras ships ImageNet MobileNetV2 weights for these widths only.
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
@@ -74,7 +76,7 @@ class Config:
     # None: freeze exactly when the encoder is pretrained (the tutorial's choice).
     freeze_encoder: typing.Optional[bool] = None
     alpha: float = 1.0  # MobileNetV2 width multiplier
-    decoder_filters: typing.Tuple[int, ...] = (512, 256, 128, 64)
+    decoder_filters: typing.Tuple[int, ...] = DEFAULT_DECODER_FILTERS
     dropout: float = 0.0
     # None: 0.9 when the encoder trains from random weights, Keras' 0.999 otherwise (see model.py).
     encoder_bn_momentum: typing.Optional[float] = None

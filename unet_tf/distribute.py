@@ -70,7 +70,13 @@ def is_chief() -> bool:
 
 
 def prepare_multi_worker_fit(model, strategy, example_batch) -> None:
-    """Lets Keras 3's `fit` run under MultiWorkerMirroredStrategy, which it fails at twice.
+    """Lets Keras 3's `fit` run under MultiWorkerMirroredStrategy, which it fails at twice
+    (keras-team/keras#20585, tensorflow/tensorflow#72388: open since Keras 3.0 / TensorFlow 2.16).
+
+    It replaces two private methods of the model, `_maybe_symbolic_build` (with Keras' own
+    `_symbolic_build`) and wraps `train_step`/`test_step`; checked on Keras 3.10.0 (TensorFlow
+    2.19.0) and Keras 3.15.1 (TensorFlow 2.21.0) by tests/test_distribute.py's two-worker test,
+    which CI runs on both stacks. A newer Keras may rename them: run that test first.
 
     1. Before the first step `fit` builds the metrics from one batch that it first reduces across
        workers, and that reduction fails on the (image, mask) pair ("Attempt to convert a value

@@ -17,15 +17,21 @@ import tensorflow as tf
 from unet_tf.data import normalize, resize_image
 
 
+def mirror_mean(probabilities, of_mirrored):
+    """Flip TTA's one rule: the mean of an image's class probabilities [B, H, W, C] and those of
+    its mirror image, mirrored back."""
+    return (probabilities + tf.reverse(of_mirrored, axis=[2])) / 2
+
+
 def class_probabilities(model: keras.Model, images, tta: bool = False):
     """Softmax class probabilities [B, S, S, C] (float32) for float images [B, S, S, 3] in [0, 1]
     at the model's size; with `tta`, averaged with those of the mirror images."""
-    probabilities = tf.nn.softmax(tf.cast(model(images, training=False), tf.float32), axis=-1)
+    def probabilities(x):
+        return tf.nn.softmax(tf.cast(model(x, training=False), tf.float32), axis=-1)
+
     if not tta:
-        return probabilities
-    mirrored = model(tf.reverse(images, axis=[2]), training=False)
-    mirrored = tf.nn.softmax(tf.cast(mirrored, tf.float32), axis=-1)
-    return (probabilities + tf.reverse(mirrored, axis=[2])) / 2
+        return probabilities(images)
+    return mirror_mean(probabilities(images), probabilities(tf.reverse(images, axis=[2])))
 
 
 def segment(model: keras.Model, images, tta: bool = False):
@@ -38,8 +44,8 @@ def segment(model: keras.Model, images, tta: bool = False):
     """
     probabilities = _probabilities_at_size(model, images)
     if tta:
-        mirrored = _probabilities_at_size(model, tf.reverse(images, axis=[2]))
-        probabilities = (probabilities + tf.reverse(mirrored, axis=[2])) / 2
+        probabilities = mirror_mean(
+            probabilities, _probabilities_at_size(model, tf.reverse(images, axis=[2])))
     return tf.argmax(probabilities, axis=-1, output_type=tf.int32), probabilities
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from unet_tf.config import IMAGENET_ALPHAS
+from unet_tf.config import DEFAULT_DECODER_FILTERS, IMAGENET_ALPHAS
 from unet_tf.errors import UserError
 
 # MobileNetV2 layers whose outputs feed the decoder, with the share of the input side each carries
@@ -28,7 +28,6 @@ SKIP_LAYERS = (
     ("block_13_expand_relu", 1 / 16),
     ("block_16_project", 1 / 32),
 )
-DEFAULT_DECODER_FILTERS = (512, 256, 128, 64)
 # Keras ships ImageNet MobileNetV2 weights for these input sides only (and IMAGENET_ALPHAS).
 IMAGENET_SIDES = (96, 128, 160, 192, 224)
 # From random weights the encoder's BatchNorm statistics must follow the weights as they change:

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from unet_tf import images as image_io
 from unet_tf import plots, postprocess
 from unet_tf.cli import add_tta_argument, command_parser, positive_int, run_command
-from unet_tf.inference import segment
+from unet_tf.inference import mirror_mean, segment
 from unet_tf.outputs import prepare_predictions_folder
 from unet_tf.run_files import load_model_safely
 
@@ -76,10 +76,9 @@ class Segmenter:
             outputs = self._function(images=tf.constant(image[None]))
             return outputs["mask"][0].numpy().astype(np.uint8)
         # A SavedModel without TTA inside: the photo and its mirror image as one batch.
-        pair = tf.constant(np.stack([image, image[:, ::-1]]))
-        probabilities = self._function(images=pair)["probabilities"].numpy()
-        mean = (probabilities[0] + probabilities[1, :, ::-1]) / 2
-        return np.argmax(mean, axis=-1).astype(np.uint8)
+        pair = self._function(images=tf.constant(np.stack([image, image[:, ::-1]])))
+        mean = mirror_mean(pair["probabilities"][:1], pair["probabilities"][1:])
+        return np.argmax(mean[0].numpy(), axis=-1).astype(np.uint8)
 
 
 def collect_inputs(inputs) -> tuple:

@@ -145,16 +145,26 @@ class EpochState(keras.callbacks.Callback):
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """EarlyStopping whose state (best value, epochs waited, best epoch, best weights) can be
     saved and restored: by `EpochState` across a restart, and by the fine-tuning phase across its
-    second `fit`.
+    second `fit`; and which tells others of each new best epoch.
 
-    Args: as `keras.callbacks.EarlyStopping`.
+    Args:
+        on_new_best: callables, each called with the epoch (0-based) early stopping has just
+            recorded as the best.
+        Other arguments: as `keras.callbacks.EarlyStopping`.
     """
 
     state_name = "early_stopping"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, on_new_best=(), **kwargs):
         super().__init__(*args, **kwargs)
         self._restored = None
+        self.on_new_best = list(on_new_best)  # called with the epoch (0-based) of each new best
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.best_epoch == epoch and self.wait == 0:
+            for call in self.on_new_best:
+                call(epoch)
 
     def state(self) -> tuple:
         values = {"best": None if self.best is None else float(self.best), "wait": int(self.wait),

@@ -153,11 +153,10 @@ class Callbacks:
 
     @classmethod
     def for_run(cls, run: Run, config: Config) -> "Callbacks":
-        early_stopping = ResumableEarlyStopping(monitor=MONITOR, mode="max",
-                                                patience=config.patience,
-                                                restore_best_weights=True, verbose=1)
-        averager = (averaging.PlateauAverage(early_stopping) if config.average_weights
-                    else None)
+        averager = averaging.PlateauAverage() if config.average_weights else None
+        early_stopping = ResumableEarlyStopping(
+            monitor=MONITOR, mode="max", patience=config.patience, restore_best_weights=True,
+            verbose=1, on_new_best=[averager.new_best] if averager else [])
         stateful = [early_stopping, *([averager] if averager else [])]
         callbacks = [
             StopOnDivergence(),  # at the first bad batch: the epoch never reaches the files

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-# Oxford-IIIT Pet trimap values.
-TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
+TRIMAP_BACKGROUND = 2  # Oxford-IIIT Pet trimaps: 1 pet, 2 background, 3 border
 
 
 def trimap_to_classes(mask, labels: str):

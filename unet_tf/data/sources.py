@@ -266,6 +266,13 @@ def _stack(split, images, masks, names, skipped) -> Split:
     return Split(split, np.stack(images), np.stack(masks), names, skipped)
 
 
+def oxford_list_names(list_file: Path) -> list:
+    """The image names of an Oxford-IIIT Pet split list ("<Name>_<n> CLASS-ID SPECIES BREED-ID"
+    per line; comment lines start with #)."""
+    return [line.split()[0] for line in Path(list_file).read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
 def _oxford_split(config, split: str) -> Split:
     """A split of a local copy laid out as the dataset's archives unpack."""
     root = Path(config.data_dir).expanduser()
@@ -287,9 +294,7 @@ def _oxford_split(config, split: str) -> Split:
     if not list_file.is_file():
         raise DataError(f"split {split!r}: the split list {list_file} is missing; the dataset's "
                         "annotations.tar.gz holds it")
-    rows = [line.split()[0] for line in list_file.read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
-    rows = _slice(rows, start, stop)
+    rows = _slice(oxford_list_names(list_file), start, stop)
     skipped = []
     pairs = []
     for row in rows:
