@@ -1,4 +1,4 @@
-"""Measure speed and memory, side by side with a pipeline built the way the tutorial builds it.
+r"""Measure speed and memory, side by side with a pipeline built the way the tutorial builds it.
 
     python -m unet_tf.benchmark                                    # synthetic photos, ~5 minutes
     python -m unet_tf.benchmark --data-dir ../shared/data/oxford-pets-sample --json bench.json

@@ -23,6 +23,8 @@ OPTIMIZERS = ("adam", "adamw")
 SWITCHES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+RESIZE_POLICIES = ("squash", "pad", "none")
+CACHES = ("auto", "memory", "disk", "none")
 
 # Class names in model-output order, per label mode, for the pet datasets.
 CLASS_NAMES = {
@@ -46,90 +48,155 @@ class ConfigError(UserError):
     """A configuration value or key that cannot be used; the message says which and why."""
 
 
+def option(default, help: str, choices=None, unit: str = "", low=None, high=None,
+           low_open: bool = False, high_open: bool = False):
+    """A configuration field with everything said about it in one place: its help text, its
+    allowed values (`choices`, or a range [low, high] with open ends where marked) and its unit.
+    Validation, `--help`, the config-file loader and docs/options.md all read it."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "choices": choices, "unit": unit, "low": low, "high": high,
+        "low_open": low_open, "high_open": high_open})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     # --- data ---------------------------------------------------------------------------------
-    dataset: str = "oxford_iiit_pet"  # oxford_iiit_pet | synthetic | folder
-    # oxford_iiit_pet: a local copy in the dataset's original layout (images/, annotations/);
-    # folder: a folder holding images/ and masks/. Empty: download through tfds.
-    data_dir: str = ""
-    # trimap: pet/background/border; binary: background/pet (the border band counts as pet);
-    # index (folder data): masks hold class indices 0..len(classes)-1.
-    labels: str = "trimap"
-    # Class names in mask-value order; needed with labels=index, optional with folder data.
-    classes: typing.Optional[typing.Tuple[str, ...]] = None
-    train_split: str = "train"  # tfds split strings; the local copy names trainval.txt "train"
-    val_split: str = "test"
-    # > 0 carves this share of the training split out for validation (val_split is then unused).
-    validation_fraction: float = 0.0
-    synthetic_train_examples: int = 512
-    synthetic_val_examples: int = 128
-    image_size: int = 128
-    shuffle_buffer: int = 1000
-    augment: bool = True  # random horizontal flips, identical for image and mask; and:
-    augment_scale: float = 0.0  # zoom by up to this factor either way (random resized crops)
-    augment_rotation: float = 0.0  # rotate by up to this many degrees either way
-    augment_color: float = 0.0  # brightness, contrast and saturation jitter of up to this much
+    dataset: str = option(
+        "oxford_iiit_pet", "where the examples come from: oxford_iiit_pet (through "
+        "tensorflow-datasets, or a local copy with --data-dir), folder (your images/ and masks/), "
+        "synthetic (generated pets, offline)", choices=DATASETS)
+    data_dir: str = option(
+        "", "oxford_iiit_pet: a local copy in the dataset's original layout (images/, "
+        "annotations/); folder: a folder holding images/ and masks/ (or train/ and test/ with "
+        "them). Empty: download through tfds", unit="path")
+    labels: str = option(
+        "trimap", "how masks become classes: trimap (pet, background, border), binary (background, "
+        "pet or foreground; the trimap's border counts as pet), index (your masks' values, named "
+        "by --classes)", choices=LABEL_MODES)
+    classes: typing.Optional[typing.Tuple[str, ...]] = option(
+        None, "class names in mask-value order; needed with --labels index, optional with folder "
+        "data", unit="names")
+    mask_colors: typing.Optional[typing.Tuple[str, ...]] = option(
+        None, "colour-coded RGB masks: each class as NAME=R,G,B or NAME=#RRGGBB, in class order "
+        "(e.g. background=0,0,0 road=255,0,0); the names become the classes", unit="NAME=colour")
+    train_split: str = option("train", "the training split (tfds split strings, e.g. "
+                              "'train[:80%]'; a local copy names trainval.txt 'train')")
+    val_split: str = option("test", "the validation split (unused with --validation-fraction)")
+    validation_fraction: float = option(
+        0.0, "> 0 carves this share of the training split out for validation (the same examples "
+        "every time, by name)", low=0.0, high=1.0, high_open=True)
+    synthetic_train_examples: int = option(512, "synthetic data: training examples", low=1)
+    synthetic_val_examples: int = option(128, "synthetic data: validation examples", low=1)
+    image_size: int = option(
+        128, "the model's input side: photos are resized to it (--resize squash or pad); a "
+        "multiple of 32", unit="px", low=32)
+    resize: str = option(
+        "squash", "how photos meet the model: squash (resized to a square, aspect lost), pad "
+        "(aspect kept, letterboxed, the answer cropped back) or none (native resolution after "
+        "--scale: training on random --patch-size crops, prediction in overlapping tiles)",
+        choices=RESIZE_POLICIES)
+    patch_size: int = option(
+        0, "train on random square crops of this side (a multiple of 32; 0: the whole image). "
+        "With --resize none also the tile side at prediction", unit="px", low=0)
+    scale: float = option(
+        1.0, "--resize none: scale photos by this factor first (e.g. 0.5 for large photos)",
+        low=0.0, low_open=True, high=4.0)
+    foreground_crops: float = option(
+        0.5, "--patch-size: the share of training crops centred on a foreground pixel (rare, "
+        "small objects must be seen); the rest anywhere", low=0.0, high=1.0)
+    tile_overlap: float = option(
+        0.25, "--resize none: overlap of neighbouring prediction tiles, as a share of the tile; "
+        "their class probabilities are blended with Gaussian weights", low=0.0, high=0.9)
+    cache: str = option(
+        "auto", "where training data lives between epochs: memory (decoded arrays), disk (a "
+        "tf.data cache file in the run folder), none (decoded from the files every epoch); auto: "
+        "memory when it fits --memory-budget-gb, else disk", choices=CACHES)
+    memory_budget_gb: float = option(
+        0.0, "memory the cached training data may take (0: half of this machine's memory)",
+        unit="GB", low=0.0)
+    shuffle_buffer: int = option(1000, "examples in the shuffle buffer", low=1)
+    augment: bool = option(True, "random changes of every training batch: flips, and the "
+                                 "zoom, rotation and colour below")
+    augment_scale: float = option(0.0, "zoom by up to this factor either way (random resized "
+                                       "crops)", low=0.0, high=1.0, high_open=True)
+    augment_rotation: float = option(0.0, "rotate by up to this angle either way", unit="degrees",
+                                     low=0.0, high=180.0)
+    augment_color: float = option(0.0, "brightness, contrast and saturation jitter of up to "
+                                       "this much", low=0.0, high=1.0, high_open=True)
 
     # --- model --------------------------------------------------------------------------------
-    encoder_weights: str = "imagenet"  # imagenet | none | path to a MobileNetV2 .h5 file
-    # None: freeze exactly when the encoder is pretrained (the tutorial's choice).
-    freeze_encoder: typing.Optional[bool] = None
-    alpha: float = 1.0  # MobileNetV2 width multiplier
-    decoder_filters: typing.Tuple[int, ...] = DEFAULT_DECODER_FILTERS
-    dropout: float = 0.0
-    # None: 0.9 when the encoder trains from random weights, Keras' 0.999 otherwise (see model.py).
-    encoder_bn_momentum: typing.Optional[float] = None
+    encoder_weights: str = option(
+        "imagenet", "MobileNetV2 encoder weights: imagenet (downloaded by Keras), none (random) "
+        "or the path to a MobileNetV2 .h5 file without the classifier")
+    freeze_encoder: typing.Optional[bool] = option(
+        None, "keep the encoder's weights fixed (default: exactly when they are pretrained, the "
+        "tutorial's choice)")
+    alpha: float = option(1.0, "MobileNetV2 width multiplier (ImageNet weights exist for 0.35, "
+                               "0.5, 0.75, 1.0, 1.3, 1.4)", low=0.0, low_open=True)
+    decoder_filters: typing.Tuple[int, ...] = option(
+        DEFAULT_DECODER_FILTERS, "filters of the four pix2pix upsample blocks, coarsest first",
+        unit="4 integers")
+    dropout: float = option(0.0, "dropout rate inside each upsample block", low=0.0, high=1.0,
+                            high_open=True)
+    encoder_bn_momentum: typing.Optional[float] = option(
+        None, "momentum of the encoder's BatchNorm statistics (default: 0.9 from random "
+        "weights, where Keras' 0.999 lags far behind the changing weights; 0.999 otherwise)",
+        low=0.0, high=1.0, low_open=True, high_open=True)
 
     # --- training -----------------------------------------------------------------------------
-    batch_size: int = 64
-    epochs: int = 20
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0  # adamw only
-    # With a frozen pretrained encoder: after `epochs`, unfreeze it (its BatchNorm stays frozen)
-    # and train this many more epochs at fine_tune_learning_rate.
-    fine_tune_epochs: int = 0
-    fine_tune_learning_rate: float = 1e-5
-    lr_schedule: str = "constant"  # constant | cosine (to 0 at the last epoch)
-    warmup_epochs: int = 0  # cosine only: linear warm-up from 0 over these first epochs
-    loss: str = "dice"  # dice | ce | dice_ce
-    dice_weight: float = 1.0  # dice_ce only
-    ce_weight: float = 1.0  # dice_ce only
-    class_weights: typing.Optional[typing.Tuple[float, ...]] = None  # Dice weight per class
-    patience: int = 5  # epochs without a better validation mean Dice before stopping
-    # The final model is the mean of the weights of the best epoch and of every epoch after it,
-    # with BatchNorm statistics measured again on the training data (see averaging.py).
-    average_weights: bool = False
-    # auto: several GPUs -> mirrored, a TPU runtime -> tpu, else one device (see distribute.py).
-    strategy: str = "auto"  # auto | default | mirrored | multi_worker | tpu
-    # batch_size is per replica; this multiplies the learning rate by the number of replicas.
-    scale_learning_rate: bool = False
-    # Training steps run per call into TensorFlow: fewer Python round trips for small models.
-    steps_per_execution: int = 1
-    # auto: XLA on GPUs only (on CPUs it made training steps several times slower).
-    xla: str = "auto"  # auto | on | off
-    # auto: mixed_float16 on a GPU (about twice as fast on Tensor Cores), float32 on a CPU.
-    # bfloat16: mixed_bfloat16, the TPU's mixed precision (on a CPU measure first: see README).
-    mixed_precision: str = "auto"  # auto | on | off | bfloat16
-    # Seeds the shuffle, the augmentation and the initial weights. None: a new seed per run,
-    # drawn at the start and written to config.json, so `--config runs/RUN/config.json` repeats it.
-    seed: typing.Optional[int] = None
-    # Deterministic TensorFlow ops: the same seed gives the same history on the same machine
-    # (somewhat slower; XLA is off).
-    deterministic: bool = False
-    run_dir: str = ""  # empty: a new folder under runs/
+    batch_size: int = option(64, "examples per batch (per replica with several devices)", low=1)
+    epochs: int = option(20, "training epochs at most (early stopping may end sooner)", low=1)
+    learning_rate: float = option(1e-3, "the (peak) learning rate", low=0.0, low_open=True)
+    optimizer: str = option("adam", "the optimizer", choices=OPTIMIZERS)
+    weight_decay: float = option(0.0, "adamw's decoupled weight decay", low=0.0)
+    fine_tune_epochs: int = option(
+        0, "with a frozen pretrained encoder: after --epochs, unfreeze it (its BatchNorm stays "
+        "frozen) and train this many more epochs at --fine-tune-learning-rate", low=0)
+    fine_tune_learning_rate: float = option(1e-5, "the learning rate of fine-tuning", low=0.0,
+                                            low_open=True)
+    lr_schedule: str = option("constant", "constant, or cosine (to 0 at the last epoch)",
+                              choices=SCHEDULES)
+    warmup_epochs: int = option(0, "cosine only: linear warm-up from 0 over these first epochs",
+                                low=0)
+    loss: str = option("dice", "soft Dice, the tutorial's cross-entropy (ce), or both (dice_ce)",
+                       choices=LOSSES)
+    dice_weight: float = option(1.0, "dice_ce: weight of the Dice term", low=0.0)
+    ce_weight: float = option(1.0, "dice_ce: weight of the cross-entropy term", low=0.0)
+    class_weights: typing.Optional[typing.Tuple[float, ...]] = option(
+        None, "Dice weight of each class in the mean (default: equal)", unit="numbers")
+    patience: int = option(
+        5, "epochs without a better validation mean Dice before stopping (epochs in which "
+        "validation predicts one class only do not count)", low=0)
+    average_weights: bool = option(
+        False, "make the final model the mean of the weights of the best epoch and of every "
+        "epoch after it, with BatchNorm statistics measured again (best_epoch.keras keeps the "
+        "best epoch)")
+    strategy: str = option(
+        "auto", "tf.distribute strategy: auto (several GPUs: mirrored; a TPU runtime: tpu; else "
+        "one device), default, mirrored, multi_worker (TF_CONFIG on every machine), tpu",
+        choices=STRATEGIES)
+    scale_learning_rate: bool = option(
+        False, "multiply the learning rate by the number of replicas")
+    steps_per_execution: int = option(
+        1, "training steps per call into TensorFlow (fewer Python round trips; try 8 on a GPU)",
+        low=1)
+    xla: str = option("auto", "XLA compilation: auto (on GPUs only; on CPUs it was slower), on, "
+                              "off", choices=SWITCHES)
+    mixed_precision: str = option(
+        "auto", "auto (mixed float16 on a GPU, float32 on a CPU), on (float16), off (float32), "
+        "bfloat16 (the TPU's)", choices=SWITCHES + ("bfloat16",))
+    seed: typing.Optional[int] = option(
+        None, "seeds the shuffle, the augmentation and the initial weights (default: a new seed "
+        "per run, written to config.json, so --config runs/RUN/config.json repeats it)",
+        low=0, high=2**31 - 1)
+    deterministic: bool = option(
+        False, "deterministic TensorFlow ops: the same seed gives the same history on the same "
+        "machine (somewhat slower; XLA off)")
+    run_dir: str = option("", "the run folder, new or empty (default: a new folder under runs/)",
+                          unit="path")
 
     def __post_init__(self):
-        errors = []
-        if self.dataset not in DATASETS:
-            errors.append(f"dataset={self.dataset!r}: expected one of {', '.join(DATASETS)}")
-        if self.labels not in LABEL_MODES:
-            errors.append(f"labels={self.labels!r}: expected one of {', '.join(LABEL_MODES)}")
-        if self.loss not in LOSSES:
-            errors.append(f"loss={self.loss!r}: expected one of {', '.join(LOSSES)}")
-        if self.optimizer not in OPTIMIZERS:
-            errors.append(f"optimizer={self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        errors = [*_check_fields(self)]
         if self.labels == "index" and not self.classes:
             errors.append("labels='index' needs classes: the class names in mask-value order, "
                           "e.g. --classes background road building")
@@ -143,70 +210,37 @@ class Config:
             repeated = sorted({c for c in self.classes if self.classes.count(c) > 1})
             errors.append(f"classes={self.classes}: {', '.join(repeated)} named twice; each class "
                           "needs its own name")
+        if self.mask_colors:
+            errors += _check_mask_colors(self)
         if self.encoder_weights == "imagenet" and self.alpha not in IMAGENET_ALPHAS:
             errors.append(f"alpha={self.alpha}: ImageNet weights exist for alpha "
                           f"{', '.join(map(str, IMAGENET_ALPHAS))}; pick one of those, or train "
                           "from random weights with encoder_weights none")
         if self.classes and self.labels == "binary" and len(self.classes) != 2:
             errors.append(f"classes={self.classes}: binary labels have 2 classes")
-        if self.xla not in SWITCHES:
-            errors.append(f"xla={self.xla!r}: expected auto, on or off")
-        if self.steps_per_execution < 1:
-            errors.append(f"steps_per_execution={self.steps_per_execution}: expected 1 or more")
-        if self.fine_tune_epochs < 0 or self.fine_tune_learning_rate <= 0:
-            errors.append("fine_tune_epochs must be 0 or more and fine_tune_learning_rate positive")
         if self.fine_tune_epochs and (not self.pretrained or self.freeze_encoder is False):
             errors.append(f"fine_tune_epochs={self.fine_tune_epochs}: fine-tuning follows training "
                           "with a frozen pretrained encoder (encoder_weights imagenet or a file); "
                           "from random weights the encoder trains from the start")
-        if self.lr_schedule not in SCHEDULES:
-            errors.append(f"lr_schedule={self.lr_schedule!r}: expected one of {', '.join(SCHEDULES)}")
-        if self.warmup_epochs < 0 or self.warmup_epochs >= max(self.epochs, 1):
-            errors.append(f"warmup_epochs={self.warmup_epochs}: expected 0 <= x < epochs")
+        if self.warmup_epochs >= max(self.epochs, 1):
+            errors.append(f"warmup_epochs={self.warmup_epochs}: expected fewer than epochs")
         if self.warmup_epochs and self.lr_schedule != "cosine":
             errors.append("warmup_epochs needs lr_schedule='cosine'")
-        for name in ("augment_scale", "augment_color"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                errors.append(f"{name}={getattr(self, name)}: expected 0 <= x < 1")
-        if not 0.0 <= self.augment_rotation <= 180.0:
-            errors.append(f"augment_rotation={self.augment_rotation}: expected 0 to 180 degrees")
-        if self.strategy not in STRATEGIES:
-            errors.append(f"strategy={self.strategy!r}: expected one of {', '.join(STRATEGIES)}")
-        if self.mixed_precision not in SWITCHES + ("bfloat16",):
-            errors.append(f"mixed_precision={self.mixed_precision!r}: expected auto, on, off or "
-                          "bfloat16")
         if self.dataset == "folder" and not self.data_dir:
             errors.append("dataset='folder' needs data_dir: a folder holding images/ and masks/")
-        if self.image_size < 32 or self.image_size % 32:
+        for name in ("image_size", "patch_size"):
+            if getattr(self, name) % 32:
+                errors.append(f"{name}={getattr(self, name)}: expected a multiple of 32 (the "
+                              "encoder halves the image five times), e.g. 96, 128 or 224")
+        if self.patch_size > self.image_size and self.resize != "none":
+            errors.append(f"patch_size={self.patch_size}: crops of the {self.resize}d "
+                          f"{self.image_size} px images must be smaller than them")
+        if self.resize != "none" and self.scale != 1.0:
+            errors.append(f"scale={self.scale}: scales native-resolution photos, with resize none")
+        if len(self.decoder_filters) != 4 or min(self.decoder_filters, default=0) < 1:
             errors.append(
-                f"image_size={self.image_size}: expected a multiple of 32 that is at least 32 "
-                "(the encoder halves the image five times), e.g. 96, 128 or 224"
-            )
-        for name in ("batch_size", "epochs", "synthetic_train_examples", "synthetic_val_examples",
-                     "shuffle_buffer"):
-            if getattr(self, name) < 1:
-                errors.append(f"{name}={getattr(self, name)}: expected a positive integer")
-        if self.seed is not None and not 0 <= self.seed < 2**31:
-            errors.append(f"seed={self.seed}: expected an integer from 0 to {2**31 - 1}")
-        if self.patience < 0:
-            errors.append(f"patience={self.patience}: expected 0 or more")
-        if self.learning_rate <= 0:
-            errors.append(f"learning_rate={self.learning_rate}: expected a positive number")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            errors.append(f"validation_fraction={self.validation_fraction}: expected 0 <= x < 1")
-        if not 0.0 <= self.dropout < 1.0:
-            errors.append(f"dropout={self.dropout}: expected 0 <= x < 1")
-        if self.alpha <= 0:
-            errors.append(f"alpha={self.alpha}: expected a positive width multiplier, e.g. 0.35 or 1.0")
-        if not self.decoder_filters or min(self.decoder_filters) < 1:
-            errors.append(f"decoder_filters={self.decoder_filters}: expected positive integers")
-        if len(self.decoder_filters) != 4:
-            errors.append(
-                f"decoder_filters={self.decoder_filters}: expected 4 values, one per decoder stage "
-                "(1/32 -> 1/16 -> 1/8 -> 1/4 -> 1/2)"
-            )
-        if self.encoder_bn_momentum is not None and not 0.0 < self.encoder_bn_momentum < 1.0:
-            errors.append(f"encoder_bn_momentum={self.encoder_bn_momentum}: expected 0 < x < 1")
+                f"decoder_filters={self.decoder_filters}: expected 4 positive values, one per "
+                "decoder stage (1/32 -> 1/16 -> 1/8 -> 1/4 -> 1/2)")
         if self.class_weights is not None and len(self.class_weights) != self.num_classes:
             errors.append(
                 f"class_weights={self.class_weights}: expected {self.num_classes} values, one per "
@@ -216,9 +250,17 @@ class Config:
             raise ConfigError("invalid configuration: " + "; ".join(errors))
 
     @property
+    def model_size(self) -> int:
+        """The side of the model's input: the image size, or with resize none the patch (tile)
+        size."""
+        return (self.patch_size or self.image_size) if self.resize == "none" else self.image_size
+
+    @property
     def class_names(self) -> typing.Tuple[str, ...]:
         if self.classes:
             return tuple(self.classes)
+        if self.mask_colors:
+            return tuple(entry.split("=", 1)[0] for entry in self.mask_colors)
         if self.dataset == "folder":
             return FOLDER_BINARY_CLASS_NAMES
         return CLASS_NAMES.get(self.labels, ())
@@ -252,6 +294,68 @@ class Config:
     @classmethod
     def load(cls, path) -> "Config":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _check_fields(config: Config):
+    """Each field against its option(): the allowed choices, or the range."""
+    for field in dataclasses.fields(config):
+        value, meta = getattr(config, field.name), field.metadata
+        if value is None:
+            continue
+        if meta["choices"] and value not in meta["choices"]:
+            yield f"{field.name}={value!r}: expected one of {', '.join(meta['choices'])}"
+            continue
+        low, high = meta["low"], meta["high"]
+        too_low = low is not None and (value <= low if meta["low_open"] else value < low)
+        too_high = high is not None and (value >= high if meta["high_open"] else value > high)
+        if too_low or too_high:
+            yield f"{field.name}={value!r}: expected {_range_text(meta)}"
+
+
+def _range_text(meta) -> str:
+    low, high = meta["low"], meta["high"]
+    def number(value):
+        return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if meta['low_open'] else '>='} {number(low)}")
+    if high is not None:
+        parts.append(f"{'<' if meta['high_open'] else '<='} {number(high)}")
+    return " and ".join(parts)
+
+
+def parse_color(text: str) -> tuple:
+    """'255,0,0' or '#ff0000' -> (255, 0, 0)."""
+    text = text.strip()
+    if text.startswith("#") and len(text) == 7:
+        return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))
+    values = tuple(int(v) for v in text.split(","))
+    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+        raise ValueError(text)
+    return values
+
+
+def _check_mask_colors(config: Config) -> list:
+    errors = []
+    colors = []
+    for entry in config.mask_colors:
+        name, equals, color = entry.partition("=")
+        try:
+            colors.append(parse_color(color) if equals and name else None)
+        except ValueError:
+            colors.append(None)
+        if colors[-1] is None:
+            errors.append(f"mask_colors entry {entry!r}: expected NAME=R,G,B or NAME=#RRGGBB, "
+                          "e.g. road=255,0,0")
+    if len(set(c for c in colors if c)) != len([c for c in colors if c]):
+        errors.append(f"mask_colors={config.mask_colors}: two classes share a colour")
+    if config.labels != "index" or config.dataset != "folder":
+        errors.append("mask_colors reads colour-coded masks of your own: use it with "
+                      "--dataset folder --labels index")
+    if config.classes and tuple(config.classes) != config.class_names:
+        errors.append("give the class names once, in mask_colors (NAME=colour), not in classes")
+    return errors
 
 
 def _coerce(name: str, kind, value):
@@ -343,6 +447,15 @@ PRESETS = {
 }
 
 
+# One line per preset for --help (the values themselves are listed under each flag).
+PRESET_SUMMARIES = {
+    "tutorial": "the TensorFlow tutorial's recipe: oxford_iiit_pet through tfds, ImageNet encoder "
+                "frozen, 128 px, batch 64, up to 20 epochs",
+    "quickstart": "synthetic pets, offline, a couple of minutes on a CPU",
+    "small-data": "from random weights on a few hundred photos (measured: docs/small-data.md)",
+}
+
+
 def preset(name: str, **overrides) -> Config:
     """The named preset with `overrides` applied, e.g. preset("quickstart", epochs=2)."""
     if name not in PRESETS:
@@ -382,28 +495,70 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+SECTIONS = {"dataset": "data", "encoder_weights": "model", "batch_size": "training"}
+
+
+def describe_value(value) -> str:
+    """A value as a flag would take it: tuples as space-separated items, None as 'none given'."""
+    if value is None:
+        return "none given"
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    if value == "":
+        return "''"
+    return str(value)
+
+
+def option_help(field: dataclasses.Field) -> str:
+    """The help of a field's flag: meaning, unit, choices, the default, and what each preset sets."""
+    meta = field.metadata
+    parts = [meta["help"]]
+    if meta["unit"]:
+        parts[0] += f" [{meta['unit']}]"
+    if meta["choices"] is None and (meta["low"] is not None or meta["high"] is not None):
+        parts.append(_range_text(meta))
+    parts.append(f"default: {describe_value(field.default)}")
+    presets = [f"{name} {describe_value(values[field.name])}" for name, values in PRESETS.items()
+               if field.name in values]
+    if presets:
+        parts.append("presets: " + ", ".join(presets))
+    return "; ".join(parts)
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Adds --preset, --config and one flag per Config field (default: not given)."""
-    parser.add_argument("--preset", default="tutorial", choices=sorted(PRESETS),
-                        help="named starting configuration (default: tutorial)")
-    parser.add_argument("--config", help="YAML or JSON file of configuration keys")
-    group = parser.add_argument_group("configuration (defaults come from the preset)")
+    """Adds --preset, --config and one flag per Config field (default: not given), each with its
+    help from the field's option()."""
+    parser.add_argument("--preset", default="tutorial", choices=list(PRESETS),
+                        help="named starting configuration: " + "; ".join(
+                            f"{name}: {PRESET_SUMMARIES[name]}" for name in PRESETS)
+                        + " (default: tutorial)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="YAML or JSON file of configuration keys (the flags' names with _), "
+                             "e.g. a run's config.json; applied over the preset")
     hints = typing.get_type_hints(Config)
+    group = None
     for field in dataclasses.fields(Config):
+        if field.name in SECTIONS:
+            group = parser.add_argument_group(
+                f"{SECTIONS[field.name]} (flags override --config, which overrides --preset)")
         kind = hints[field.name]
         args = typing.get_args(kind)
-        optional = type(None) in args
-        if optional:
+        if type(None) in args:
             kind = next(a for a in args if a is not type(None))
-        flag = _flag(field.name)
+        flag, help_text = _flag(field.name), option_help(field).replace("%", "%%")
         if kind is bool:
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
-                               default=None)
+                               default=None, help=help_text)
         elif typing.get_origin(kind) is tuple:
-            group.add_argument(flag, dest=field.name, nargs="+", type=typing.get_args(kind)[0],
-                               default=None, metavar="N")
+            item = typing.get_args(kind)[0]
+            group.add_argument(flag, dest=field.name, nargs="+", type=item, default=None,
+                               metavar="NAME" if item is str else "N", help=help_text)
         else:
-            group.add_argument(flag, dest=field.name, type=kind, default=None)
+            metavar = ("PATH" if field.metadata["unit"] == "path" else
+                       {int: "N", float: "X", str: "TEXT"}[kind])
+            group.add_argument(flag, dest=field.name, type=kind, default=None,
+                               choices=field.metadata["choices"], help=help_text,
+                               metavar=None if field.metadata["choices"] else metavar)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -1,4 +1,4 @@
-"""Measure a trained model on a split: Dice, IoU and pixel accuracy, per class and overall.
+r"""Measure a trained model on a split: Dice, IoU and pixel accuracy, per class and overall.
 
     python -m unet_tf.evaluate --model runs/RUN/model.keras
     python -m unet_tf.evaluate --model runs/RUN/model.keras \
@@ -6,7 +6,9 @@
     python -m unet_tf.evaluate --model runs/RUN/model.keras --postprocess none
 
 Without data flags it evaluates on the validation split of the run the model came from (its
-config.json). Masks are compared at the model's input size, as during training, after the
+config.json). Masks are compared at the model's input size, as during training (with
+`--full-resolution`, and always for `--resize none` models, at each photo's own size, predicted
+exactly as predict and the export predict), after the
 post-processing `predict` applies (`--postprocess auto`: largest pet and filled holes for models
 trained on oxford_iiit_pet, none for others; `none` measures the raw masks, as the training's
 validation metrics do). Reported:
@@ -23,6 +25,7 @@ the confusion matrix beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -80,6 +83,10 @@ def _main(argv) -> int:
                                         "run's validation data)")
     postprocess.add_argument(parser)
     add_tta_argument(parser)
+    parser.add_argument("--full-resolution", action="store_true",
+                        help="compare masks at each photo's own size, predicted as predict and "
+                             "the export do (always so for --resize none models; default: at the "
+                             "model's size, as training's validation)")
     parser.add_argument("--json", help="a new file for the metrics, or an earlier report to "
                                        "replace (default: beside the model, named after the split)")
     args = parser.parse_args(argv)
@@ -97,15 +104,20 @@ def _main(argv) -> int:
     steps = postprocess.steps_for(args.postprocess, info.config.get("dataset"), config.class_names)
     # Without --split: the run's validation data, the part it carved out of its training split
     # included (--validation-fraction).
+    full = args.full_resolution or config.resize == "none"
+    policy = info.policy if full else None
+    if full:  # the photos as they are; the policy fits them to the model
+        config = dataclasses.replace(config, resize="none", scale=1.0)
     split = (data.load_split(config, config.val_split) if args.split
              else data.load_splits(config, train=False)[1])
     slug = (re.sub(r"[^\w-]+", "_", split.name).strip("_") + "".join(f"_{s}" for s in steps)
-            + ("_tta" if args.tta else ""))
+            + ("_tta" if args.tta else "") + ("_full" if full else ""))
     json_path = Path(args.json) if args.json else model_path.with_name(f"evaluation_{slug}.json")
     check_report_file(json_path, _picture(json_path))
     print(data.summary(split, config.class_names))
-    report, cm, _ = evaluate_split(model, split, config.class_names, steps, args.tta)
-    report = {"format": REPORT_FORMAT, **report, "model": str(model_path),
+    report, cm, _ = evaluate_split(model, split, config.class_names, steps, args.tta, policy)
+    report = {"format": REPORT_FORMAT, **report, "resolution": "full" if full else "model",
+              "policy": (policy or info.policy).to_dict(), "model": str(model_path),
               "dataset": config.dataset, "data_dir": config.data_dir,
               "confusion_matrix": cm.tolist(), "skipped": [list(s) for s in split.skipped]}
     make_folder(json_path.parent, "--json")

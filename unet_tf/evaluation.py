@@ -18,15 +18,16 @@ import numpy as np
 
 from unet_tf import metrics, postprocess
 from unet_tf.data import Split
-from unet_tf.inference import predict_masks
+from unet_tf.inference import Policy, predict_masks
 
 
 def binary_scores(true_masks, predicted_masks, pet_classes) -> dict:
-    """Pet-vs-background Dice and IoU: dataset-level, and the mean over images."""
-    truth = np.isin(true_masks, pet_classes).reshape(len(true_masks), -1)
-    predicted = np.isin(predicted_masks, pet_classes).reshape(len(true_masks), -1)
-    overlap = (truth & predicted).sum(1).astype(np.float64)
-    sizes = truth.sum(1) + predicted.sum(1).astype(np.float64)
+    """Pet-vs-background Dice and IoU: dataset-level, and the mean over images (masks of one
+    size stacked, or lists of masks of any sizes)."""
+    pairs = [(np.isin(t, pet_classes), np.isin(p, pet_classes))
+             for t, p in zip(true_masks, predicted_masks)]
+    overlap = np.array([(t & p).sum() for t, p in pairs], np.float64)
+    sizes = np.array([t.sum() + p.sum() for t, p in pairs], np.float64)
     union = sizes - overlap
     with np.errstate(invalid="ignore", divide="ignore"):
         dice = np.where(sizes > 0, 2 * overlap / sizes, 1.0)
@@ -40,12 +41,18 @@ def binary_scores(true_masks, predicted_masks, pet_classes) -> dict:
 
 
 def evaluate_split(model: keras.Model, split: Split, class_names, steps=(),
-                   tta: bool = False) -> tuple:
-    """(report, confusion matrix, predicted masks) of a model on a split."""
-    predicted = predict_masks(model, split.images, tta=tta)
+                   tta: bool = False, policy: Policy | None = None) -> tuple:
+    """(report, confusion matrix, predicted masks) of a model on a split: at the model's size
+    when the split holds photos fitted to it, at each photo's size (through `policy`) when it
+    holds photos of any sizes."""
+    predicted = predict_masks(model, split.images, tta=tta, policy=policy)
     if steps:
-        predicted = np.stack([postprocess.postprocess(m, class_names, steps) for m in predicted])
-    cm = metrics.confusion_matrix(split.masks, predicted, len(class_names))
+        predicted = [postprocess.postprocess(m, class_names, steps) for m in predicted]
+    if not isinstance(split.images, list):
+        predicted = np.asarray(predicted)
+    cm = sum(metrics.confusion_matrix(t, p, len(class_names))
+             for t, p in zip(split.masks, predicted)) if isinstance(predicted, list) else \
+        metrics.confusion_matrix(split.masks, predicted, len(class_names))
     report = {"split": split.name, "examples": len(split), "postprocess": list(steps), "tta": tta,
               **metrics.scores_from_confusion(cm, class_names)}
     if "background" in class_names:

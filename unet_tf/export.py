@@ -1,4 +1,4 @@
-"""Export a trained model as a TF SavedModel that takes raw pixels (and optionally TFLite).
+r"""Export a trained model as a TF SavedModel that takes raw pixels (and optionally TFLite).
 
     python -m unet_tf.export --model runs/RUN/model.keras --out exports/pets
     python -m unet_tf.export --model runs/RUN/model.keras --out exports/pets --tflite --quantize
@@ -54,7 +54,8 @@ def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool =
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
-    functions = dict(zip(serving.SIGNATURES, serving.signatures(model, tta, max_pixels)))
+    policy = info.policy
+    functions = dict(zip(serving.SIGNATURES, serving.signatures(model, tta, max_pixels, policy)))
     for name, signature in serving.SIGNATURES.items():
         archive.add_endpoint(name, functions[name], input_signature=signature)
 
@@ -71,6 +72,7 @@ def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool =
             "labels": info.labels,
             "tta": tta,
             "max_pixels": max_pixels,
+            "policy": policy.to_dict(),
             "signatures": {
                 "serving_default": "images: uint8 [batch, height, width, 3]",
                 "serve_bytes": "images: string [batch] of encoded JPEG, PNG, GIF or BMP images of "

@@ -70,7 +70,10 @@ def read_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def read_mask(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A label map as uint8 [height, width]: palette indices as stored, not their colours."""
-    image = _open(path, max_pixels)
+    return _label_map(_open(path, max_pixels), path)
+
+
+def _label_map(image, path) -> np.ndarray:
     if image.mode in ("P", "L"):
         return np.asarray(image, dtype=np.uint8)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -88,6 +91,35 @@ def read_mask(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             "(a grayscale or palette PNG)"
         )
     return array[..., 0]
+
+
+def read_label_mask(path, colors=None, max_pixels: int = MAX_PIXELS) -> tuple:
+    """(mask uint8 [height, width], note): class indices from a mask file as it comes.
+
+    - `colors` (a list of RGB triples, one per class): a colour-coded mask, each pixel's colour
+      looked up; an unknown colour is an error naming it;
+    - a single-channel JPEG: lossy compression blurs its values, so it is thresholded at 128 into
+      0/255, and the note says so;
+    - otherwise as `read_mask` (palette indices as stored, grey levels as values).
+    """
+    if colors is not None:
+        array = np.asarray(_open(path, max_pixels).convert("RGB"), dtype=np.uint8)
+        codes = (array[..., 0].astype(np.int64) << 16) | (array[..., 1].astype(np.int64) << 8) \
+            | array[..., 2]
+        known = np.array([(r << 16) | (g << 8) | b for r, g, b in colors], np.int64)
+        mask = np.full(codes.shape, 255, np.uint8)
+        for index, code in enumerate(known):
+            mask[codes == code] = index
+        unknown = np.unique(codes[mask == 255])
+        if unknown.size:
+            shown = ", ".join(f"{c >> 16},{(c >> 8) & 255},{c & 255}" for c in unknown[:5])
+            raise ImageReadError(f"{path}: colours {shown} are not in --mask-colors")
+        return mask, None
+    image = _open(path, max_pixels)
+    if image.format == "JPEG" and image.mode == "L":
+        return (np.asarray(image, np.uint8) >= 128).astype(np.uint8) * 255, \
+            "a JPEG mask, thresholded at 128"
+    return _label_map(image, path), None
 
 
 def write_png(path, array: np.ndarray) -> None:

@@ -1,8 +1,13 @@
 """From pixels to masks with a trained model: the one path that evaluate, predict and the exported
 SavedModel share.
 
-    >>> mask, probabilities = segment(model, photos)          # uint8 [B, H, W, 3], any size
+    >>> mask, probabilities = segment(model, photos, policy=Policy.from_config(config))
     >>> masks = predict_masks(model, split.images, tta=True)  # at the model's size, batched
+
+How a photo meets the model follows the run's `--resize` (a `Policy`): squash (resized to the
+model's square), pad (letterboxed, the answer cropped back) or none (scaled by --scale, then
+overlapping tiles of the model's size, blended: see tiling.py). Either way the answer comes back
+at the photo's own size.
 
 Flip test-time augmentation (`tta`) averages the class probabilities of each image and of its
 mirror image, mirrored back: twice the work, and a mask that is exactly symmetric under mirroring.
@@ -10,11 +15,38 @@ mirror image, mirrored back: twice the work, and a mask that is exactly symmetri
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from unet_tf import tiling
 from unet_tf.data import normalize, resize_image
+from unet_tf.data.geometry import letterbox, letterbox_box, rescale
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How photos meet a model at prediction: `resize` (squash, pad or none), the model's `size`,
+    and for none the `scale` applied first and the tiles' `overlap`."""
+
+    resize: str = "squash"
+    size: int = 128
+    scale: float = 1.0
+    overlap: float = 0.25
+
+    @classmethod
+    def from_config(cls, config, size: int | None = None) -> "Policy":
+        """The policy of a run's configuration (`size`: the model's, when known from it)."""
+        return cls(config.resize, size or config.model_size, config.scale, config.tile_overlap)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Policy":
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def mirror_mean(probabilities, of_mirrored):
@@ -34,31 +66,54 @@ def class_probabilities(model: keras.Model, images, tta: bool = False):
     return mirror_mean(probabilities(images), probabilities(tf.reverse(images, axis=[2])))
 
 
-def segment(model: keras.Model, images, tta: bool = False):
+def segment(model: keras.Model, images, tta: bool = False, policy: Policy | None = None):
     """(mask, probabilities) at the images' own size for uint8 images [B, H, W, 3].
 
-    Resized (bilinear) to the model's size and scaled to [0, 1] as in training; the probabilities
-    are resized back (bilinear) before the argmax. With `tta` the mirror images go through the same
-    path and their probabilities, mirrored back, are averaged in: a mirrored photo then gets
-    exactly the mirrored mask.
+    Fitted to the model as `policy` says (default: squashed to the model's input size, as in the
+    tutorial) and scaled to [0, 1] as in training; the probabilities come back to the images' size
+    (bilinear) before the argmax. With `tta` the mirror images go through the same path and their
+    probabilities, mirrored back, are averaged in: a mirrored photo then gets exactly the mirrored
+    mask.
     """
-    probabilities = _probabilities_at_size(model, images)
+    policy = policy or Policy(size=model.input_shape[1])
+    probabilities = _probabilities_at_size(model, images, policy)
     if tta:
         probabilities = mirror_mean(
-            probabilities, _probabilities_at_size(model, tf.reverse(images, axis=[2])))
+            probabilities, _probabilities_at_size(model, tf.reverse(images, axis=[2]), policy))
     return tf.argmax(probabilities, axis=-1, output_type=tf.int32), probabilities
 
 
-def _probabilities_at_size(model: keras.Model, images):
-    size = model.input_shape[1]
+def _probabilities_at_size(model: keras.Model, images, policy: Policy):
     height, width = tf.shape(images)[1], tf.shape(images)[2]
-    probabilities = class_probabilities(model, normalize(resize_image(images, size)))
+    if policy.resize == "none":
+        scaled = tf.map_fn(lambda image: rescale(image, None, policy.scale)[0], images,
+                           fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8)) \
+            if policy.scale != 1.0 else images
+        probabilities = tiling.tiled_probabilities(
+            lambda tiles: class_probabilities(model, tiles), normalize(scaled), policy.size,
+            policy.overlap)
+        if policy.scale == 1.0:
+            return probabilities
+    elif policy.resize == "pad":
+        top, left, new_height, new_width = letterbox_box(height, width, policy.size)
+        fitted = tf.map_fn(lambda image: letterbox(image, None, policy.size, 0)[0], images,
+                           fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+        probabilities = class_probabilities(model, normalize(fitted))
+        probabilities = probabilities[:, top:top + new_height, left:left + new_width]
+    else:
+        probabilities = class_probabilities(model, normalize(resize_image(images, policy.size)))
     return tf.image.resize(probabilities, tf.stack([height, width]), method="bilinear")
 
 
-def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 32,
-                  tta: bool = False) -> np.ndarray:
-    """Class indices [N, S, S] for uint8 images [N, S, S, 3] at the model's input size."""
+def predict_masks(model: keras.Model, images, batch_size: int = 32, tta: bool = False,
+                  policy: Policy | None = None):
+    """Class indices for images as a split holds them: [N, S, S] for uint8 [N, S, S, 3] at the
+    model's size (batched), or a list of [H, W] for a list of photos of any sizes (each through
+    `segment` with `policy`)."""
+    if isinstance(images, (list, tuple)):
+        step = tf.function(lambda image: segment(model, image[None], tta, policy)[0][0],
+                           input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+        return [step(image).numpy() for image in images]
     batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(normalize)
     step = tf.function(lambda batch: tf.argmax(class_probabilities(model, batch, tta), axis=-1))
     return np.concatenate([step(batch).numpy() for batch in batches])

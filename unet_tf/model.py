@@ -76,8 +76,8 @@ def build_encoder(input_size: int, encoder_weights: str | None = "imagenet", alp
     weights = _resolve_weights(encoder_weights, alpha, input_size)
     try:
         base = keras.applications.MobileNetV2(
-            input_shape=(input_size, input_size, 3), include_top=False, weights=weights, alpha=alpha,
-        )
+            input_shape=(input_size, input_size, 3), include_top=False, weights=weights,
+            alpha=alpha) if weights is not None else None
     except Exception as error:  # Keras raises a bare Exception when the download fails
         if weights != "imagenet":
             raise WeightsUnavailableError(
@@ -92,6 +92,14 @@ def build_encoder(input_size: int, encoder_weights: str | None = "imagenet", alp
             "local copy with --encoder-weights PATH, or train from random weights with "
             "--encoder-weights none."
         ) from None
+    # The encoder takes any input size (multiples of 32), so that a model trained on patches
+    # predicts on larger inputs; its weights are those loaded at `input_size` (ImageNet's differ
+    # by training size).
+    flexible = keras.applications.MobileNetV2(input_shape=(None, None, 3), include_top=False,
+                                              weights=None, alpha=alpha)
+    if weights is not None:
+        flexible.set_weights(base.get_weights())
+    base = flexible
     if bn_momentum is None and weights is None:
         bn_momentum = SCRATCH_BN_MOMENTUM
     if bn_momentum is not None:
@@ -177,6 +185,14 @@ def all_layers(model: keras.Model):
             yield from all_layers(layer)
         else:
             yield layer
+
+
+def flexible_twin(model: keras.Model) -> keras.Model:
+    """The same U-Net (the same layers and weights) taking inputs of any size that is a multiple
+    of 32: what trains on patches while `model`, at its fixed size, is saved and served."""
+    return keras.models.clone_model(model, input_tensors=keras.Input((None, None, 3),
+                                                                     name="image"),
+                                    clone_function=lambda layer: layer)
 
 
 def batch_norm_layers(model: keras.Model):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import colorsys
 
 import numpy as np
+
 # Figures are drawn with matplotlib's object API, not pyplot: files are written on any machine
 # without a display, and a notebook's own plotting backend is left alone.
 from matplotlib.figure import Figure
@@ -11,25 +13,101 @@ from matplotlib.patches import Patch
 
 from unet_tf.run_files import atomic_path
 
-# One colour per class for masks and overlays (pet, background, border for trimaps).
-PALETTE = np.array([
-    [230, 80, 60], [40, 40, 60], [250, 210, 70], [70, 160, 230], [120, 200, 120],
-    [200, 120, 220], [240, 150, 90], [90, 220, 210], [160, 160, 160], [250, 250, 250],
+# Colours go by a class's role, not its index: class 1 is the object in a binary model but the
+# background in the trimap, so a palette indexed by class would paint the object of every binary
+# model in the trimap background's colour.
+BACKGROUND = "background"
+# The class named "background" in mask pictures: a neutral dark grey that sets off every object
+# colour (overlays leave it untinted: the photo itself is the background).
+BACKGROUND_COLOR = np.array([40, 40, 40], dtype=np.uint8)
+# Every other class, in class order: bright, saturated colours that are easy to tell apart and
+# stand out on dark photos too (the most distinct come first, for the usual one or two objects).
+BRIGHT = np.array([
+    [240, 60, 50],    # red
+    [250, 225, 40],   # yellow
+    [40, 150, 255],   # blue
+    [60, 210, 80],    # green
+    [225, 60, 225],   # magenta
+    [40, 230, 230],   # cyan
+    [255, 150, 20],   # orange
+    [150, 100, 255],  # violet
+    [180, 245, 60],   # lime
+    [255, 140, 180],  # pink
 ], dtype=np.uint8)
 
 
-def colorize(mask: np.ndarray) -> np.ndarray:
-    """A class-index mask [H, W] as RGB uint8 [H, W, 3]."""
-    return PALETTE[np.asarray(mask) % len(PALETTE)]
+def _bright(k: int) -> np.ndarray:
+    """The k-th object colour: the palette, then further hues spread by the golden ratio (so that
+    models with more classes than the palette still get a distinct colour for each)."""
+    if k < len(BRIGHT):
+        return BRIGHT[k]
+    hue = (k - len(BRIGHT)) * 0.618033988749895 % 1.0
+    value = 1.0 if (k - len(BRIGHT)) % 2 == 0 else 0.8
+    return np.array([round(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.75, value)], np.uint8)
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45, skip_class=None) -> np.ndarray:
-    """The photo with each class tinted in its colour (`skip_class` left untinted)."""
+def _unnamed(count: int) -> tuple:
+    """Names for a model whose names are unknown: index classes, none of them the background."""
+    return tuple(f"class_{i}" for i in range(count))
+
+
+def class_colors(class_names) -> np.ndarray:
+    """The colour of each class, uint8 [C, 3]: the class named "background" neutral dark grey,
+    every other class the next bright colour in class order (with no class named "background",
+    every class is bright)."""
+    colors, k = [], 0
+    for name in class_names:
+        if name == BACKGROUND:
+            colors.append(BACKGROUND_COLOR)
+        else:
+            colors.append(_bright(k))
+            k += 1
+    return np.array(colors, np.uint8).reshape(len(colors), 3)
+
+
+def _color_table(class_names, mask) -> np.ndarray:
+    """`class_colors`, extended with further bright colours for labels past the named classes, so
+    a stray label is drawn in a colour of its own rather than failing or borrowing one."""
+    mask = np.asarray(mask)
+    colors = class_colors(class_names)
+    needed = int(mask.max()) + 1 if mask.size else 0
+    if needed > len(colors):
+        start = sum(name != BACKGROUND for name in class_names)
+        extra = [_bright(start + i) for i in range(needed - len(colors))]
+        colors = np.concatenate([colors, np.array(extra, np.uint8)])
+    return colors
+
+
+def colorize(mask: np.ndarray, class_names=None) -> np.ndarray:
+    """A class-index mask [H, W] as RGB uint8 [H, W, 3], in the colours of `class_colors`.
+    Without `class_names` the classes count as unnamed (all bright): pass the names, so that the
+    background is drawn as background."""
+    mask = np.asarray(mask)
+    if class_names is None:
+        class_names = _unnamed(int(mask.max()) + 1 if mask.size else 0)
+    return _color_table(class_names, mask)[mask]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, class_names=None, alpha: float = 0.45,
+            skip_class=None) -> np.ndarray:
+    """The photo with each class tinted in its colour, the class named "background" left as it
+    is (the photo shows it better than any tint), and `skip_class`, an index, left untinted too.
+    Without `class_names`, `skip_class` (if any) takes the background's role and the other
+    classes count as unnamed."""
+    mask = np.asarray(mask)
+    if class_names is None:
+        count = max(int(mask.max()) + 1 if mask.size else 0,
+                    skip_class + 1 if skip_class is not None else 0)
+        class_names = tuple(BACKGROUND if i == skip_class else name
+                            for i, name in enumerate(_unnamed(count)))
     image = np.asarray(image, np.float32)
-    tint = colorize(mask).astype(np.float32)
-    weight = np.full(mask.shape + (1,), alpha, np.float32)
-    if skip_class is not None:
-        weight[mask == skip_class] = 0.0
+    colors = _color_table(class_names, mask)
+    tint = colors[mask].astype(np.float32)
+    untinted = np.array([name == BACKGROUND for name in class_names]
+                        + [False] * (len(colors) - len(class_names)))
+    if skip_class is not None and 0 <= skip_class < len(untinted):
+        untinted[skip_class] = True
+    weight = np.where(untinted[mask], 0.0, alpha).astype(np.float32)[..., None]
     return np.clip(image * (1 - weight) + tint * weight, 0, 255).astype(np.uint8)
 
 
@@ -66,18 +144,19 @@ def plot_curves(history: dict, path, best: int | None = None, averaged=None) -> 
 
 
 def plot_predictions(images, true_masks, predicted_masks, class_names, path, titles=None) -> None:
-    """Rows of image / true mask / predicted mask."""
+    """Rows of image / true mask / predicted mask, classes coloured by role (`class_colors`)."""
     rows = len(images)
     fig = Figure(figsize=(9, 3 * rows))
     axes = fig.subplots(rows, 3, squeeze=False)
     for i in range(rows):
-        panels = (images[i], colorize(true_masks[i]), colorize(predicted_masks[i]))
+        panels = (images[i], colorize(true_masks[i], class_names),
+                  colorize(predicted_masks[i], class_names))
         for ax, panel, title in zip(axes[i], panels, ("image", "true mask", "predicted mask")):
             ax.imshow(panel)
             ax.set_title(title if titles is None or title != "image" else titles[i], fontsize=9)
             ax.axis("off")
-    handles = [Patch(color=colorize(np.array([c]))[0] / 255, label=name)
-               for c, name in enumerate(class_names)]
+    handles = [Patch(color=color / 255, label=name)
+               for color, name in zip(class_colors(class_names), class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=len(class_names))
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     _save(fig, path, dpi=90)

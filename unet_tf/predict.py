@@ -1,4 +1,4 @@
-"""Segment photographs with a trained model or an exported SavedModel.
+r"""Segment photographs with a trained model or an exported SavedModel.
 
     python -m unet_tf.predict --model runs/RUN/model.keras --out predictions photo.jpg
     python -m unet_tf.predict --model exports/pets --out predictions photos/ more.png
@@ -67,7 +67,8 @@ class Segmenter:
             self.class_names = info.class_names
             self.trained_on = info.config.get("dataset")
             self._function = tf.function(
-                lambda images: dict(zip(("mask", "probabilities"), segment(model, images, tta))),
+                lambda images: dict(zip(("mask", "probabilities"),
+                                        segment(model, images, tta, info.policy))),
                 input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
             self.mirror = False
 
@@ -129,8 +130,6 @@ def predict_files(segmenter: Segmenter, files, out: Path, steps=(), max_pixels=i
                   progress: bool = True) -> list:
     """Writes masks and overlays into `out` (made ready with outputs.prepare_predictions_folder);
     returns (path, message naming it) for the files that failed, the others still done."""
-    background = (segmenter.class_names.index("background")
-                  if "background" in segmenter.class_names else None)
     failures = []
     pairs = list(zip(files, output_names(files, out)))
     for path, (mask_path, overlay_path) in tqdm(pairs, desc="predict", unit="img",
@@ -139,7 +138,7 @@ def predict_files(segmenter: Segmenter, files, out: Path, steps=(), max_pixels=i
             image = image_io.read_image(path, max_pixels=max_pixels)
             mask = postprocess.postprocess(segmenter(image), segmenter.class_names, steps)
             image_io.write_png(mask_path, mask)
-            image_io.write_png(overlay_path, plots.overlay(image, mask, skip_class=background))
+            image_io.write_png(overlay_path, plots.overlay(image, mask, segmenter.class_names))
         except image_io.ImageReadError as error:
             failures.append((path, str(error)))
         except OSError as error:  # the output could not be written: this file fails, not the rest

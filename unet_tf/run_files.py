@@ -71,9 +71,13 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     over `filepath`: a crash mid-save never leaves a truncated model.keras, and a failed save
     (a full disk) leaves no temporary file behind."""
 
-    def __init__(self, filepath, **kwargs):
+    def __init__(self, filepath, model_to_save=None, **kwargs):
         self.final_path = Path(filepath)
+        self.model_to_save = model_to_save  # when fit trains a twin sharing its weights
         super().__init__(str(temporary_path(self.final_path)), **kwargs)
+
+    def set_model(self, model):
+        super().set_model(self.model_to_save or model)
 
     def on_epoch_end(self, epoch, logs=None):
         tmp = temporary_path(self.final_path)
@@ -95,6 +99,15 @@ class RunInfo:
     labels: str
     config: dict
     metrics: dict
+
+    @property
+    def policy(self):
+        """How photos meet the model (inference.Policy): the run's --resize, or squash."""
+        from unet_tf.inference import Policy
+
+        if not self.config:
+            return Policy(size=self.input_size)
+        return Policy.from_config(Config.from_dict(self.config), size=self.input_size)
 
 
 class ModelFileError(UserError):

@@ -94,9 +94,9 @@ def decode(encoded, max_pixels: int):
         return tf.cond(is_png, png_over_white, other)
 
 
-def signatures(model: keras.Model, tta: bool, max_pixels: int) -> tuple:
+def signatures(model: keras.Model, tta: bool, max_pixels: int, policy=None) -> tuple:
     """(serving_default, serve_bytes) functions of `model`, to be traced with the input
-    signatures `SIGNATURES` gives."""
+    signatures `SIGNATURES` gives; photos meet the model as `policy` (inference.Policy) says."""
 
     def serving_default(images):
         shape = tf.shape(images)
@@ -106,8 +106,8 @@ def signatures(model: keras.Model, tta: bool, max_pixels: int) -> tuple:
                 return (tf.zeros([0, shape[1], shape[2]], tf.int32),
                         tf.zeros([0, shape[1], shape[2], classes], tf.float32))
 
-            mask, probabilities = tf.cond(shape[0] > 0, lambda: segment(model, images, tta),
-                                          empty)
+            mask, probabilities = tf.cond(shape[0] > 0,
+                                          lambda: segment(model, images, tta, policy), empty)
         return {"mask": mask, "probabilities": probabilities}
 
     def serve_bytes(images):

@@ -1,4 +1,4 @@
-"""Train the U-Net and leave a run folder with the best model, its history, curves and predictions.
+r"""Train the U-Net and leave a run folder with the best model, its history, curves and predictions.
 
     # offline, in minutes on a CPU: synthetic pets
     python -m unet_tf.train --preset quickstart
@@ -24,6 +24,7 @@ best epoch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
 import sys
 import time
@@ -38,13 +39,15 @@ from unet_tf.cli import command_parser, run_command
 from unet_tf.config import Config, ConfigError, add_config_flags, config_from_args
 from unet_tf.distribute import is_chief, make_strategy, prepare_multi_worker_fit, shard_by_data
 from unet_tf.evaluation import evaluate_split
+from unet_tf.inference import Policy
 from unet_tf.model import set_encoder_trainable
 from unet_tf.resume import EpochState, ResumableEarlyStopping, truncate_history
 from unet_tf.run import (BEST_EPOCH, CONFIG, HISTORY, METRICS, MODEL, Run, best_epoch,
                          check_new_run_dir, open_run, read_history)
 from unet_tf.run_files import (AtomicModelCheckpoint, read_run_config, save_model_atomically,
                                write_json)
-from unet_tf.training import StopOnDivergence, TrainingDiverged, build_model, compile_model
+from unet_tf.training import (StopOnDivergence, TrainingDiverged, build_model, compile_model,
+                              training_model)
 
 # MultiWorkerMirroredStrategy's class is named after its implementation.
 STRATEGY_NAMES = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}
@@ -86,16 +89,18 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         for split in (train_split, val_split):
             print(data.summary(split, config.class_names))
         global_batch = _global_batch(config, strategy)
-        model = build_model(config, strategy, steps_per_epoch=-(-len(train_split) // global_batch))
+        steps = -(-len(train_split) // global_batch)
+        model = build_model(config, strategy, steps_per_epoch=steps)  # saved and served
+        trainer = training_model(model, config, strategy, steps)  # fit (a twin for crops)
         batches = _batches(config, strategy, global_batch, train_split, val_split)
-        prepare_multi_worker_fit(model, strategy, (
-            tf.zeros([global_batch, config.image_size, config.image_size, 3]),
-            tf.zeros([global_batch, config.image_size, config.image_size], tf.int32)))
-        kit = Callbacks.for_run(run, config)
+        side = config.patch_size or config.model_size
+        prepare_multi_worker_fit(trainer, strategy, (
+            tf.zeros([global_batch, side, side, 3]), tf.zeros([global_batch, side, side], tf.int32)))
+        kit = Callbacks.for_run(run, config, model)
         if run.resumed:
-            _restore(run, model, kit, config, strategy)
+            _restore(run, trainer, kit, config, strategy)
         started = time.perf_counter()
-        diverged = fit_phases(model, run, config, strategy, kit, batches,
+        diverged = fit_phases(trainer, run, config, strategy, kit, batches,
                               kit.callbacks + list(callbacks) + [kit.owner], verbose)
         _finish(run, model, config, strategy, kit, (train_split, val_split),
                 time.perf_counter() - started, diverged)
@@ -131,13 +136,17 @@ def _global_batch(config: Config, strategy) -> int:
 
 def _batches(config: Config, strategy, global_batch: int, train_split, val_split) -> tuple:
     """(training, validation) datasets, each worker taking its share of the batches."""
+    crops = dict(patch_size=config.patch_size or config.model_size,
+                 foreground_crops=config.foreground_crops,
+                 background=data.background_class(config))
     training = data.make_dataset(
         train_split.images, train_split.masks, global_batch, training=True,
         shuffle_buffer=config.shuffle_buffer, augment=config.augment, seed=config.seed,
         augment_scale=config.augment_scale, augment_rotation=config.augment_rotation,
         augment_color=config.augment_color,
-        drop_remainder=isinstance(strategy, tf.distribute.TPUStrategy))
-    validation = data.make_dataset(val_split.images, val_split.masks, global_batch, training=False)
+        drop_remainder=isinstance(strategy, tf.distribute.TPUStrategy), **crops)
+    validation = data.make_dataset(val_split.images, val_split.masks, global_batch,
+                                   training=False, **crops)
     return shard_by_data(training), shard_by_data(validation)
 
 
@@ -152,7 +161,8 @@ class Callbacks:
     callbacks: list
 
     @classmethod
-    def for_run(cls, run: Run, config: Config) -> "Callbacks":
+    def for_run(cls, run: Run, config: Config, model) -> "Callbacks":
+        """The callbacks of `run`; `model` is the one model.keras saves (fit may train a twin)."""
         averager = averaging.PlateauAverage() if config.average_weights else None
         early_stopping = ResumableEarlyStopping(
             monitor=MONITOR, mode="max", patience=config.patience, restore_best_weights=True,
@@ -161,7 +171,8 @@ class Callbacks:
         callbacks = [
             StopOnDivergence(),  # at the first bad batch: the epoch never reaches the files
             AtomicModelCheckpoint(  # after a restart, only a better epoch replaces the best
-                run.path / MODEL, monitor=MONITOR, mode="max", save_best_only=True,
+                run.path / MODEL, model_to_save=model, monitor=MONITOR, mode="max",
+                save_best_only=True,
                 initial_value_threshold=run.state.callbacks.get("early_stopping", {}).get("best")),
             *stateful,
             keras.callbacks.CSVLogger(run.path / HISTORY, append=True),
@@ -267,8 +278,10 @@ def _average_weights(model, averager, run: Run, config: Config, train_split, val
     print(f"averaging the weights of epochs {first}-{last} and measuring BatchNorm statistics on "
           f"{len(train_split)} training examples")
     copy = averaging.one_device_copy(model)  # holds the best epoch's weights
-    best_scores, _, _ = evaluate_split(copy, val_split, config.class_names)
-    averaging.apply_average(copy, averager, train_split.images, config.batch_size)
+    best_scores, _, _ = evaluate_split(copy, val_split, config.class_names,
+                                       policy=validation_policy(config))
+    averaging.apply_average(copy, averager, _batch_norm_images(config, train_split),
+                            config.batch_size)
     model.set_weights(copy.get_weights())
     save_model_atomically(model, run.path / MODEL, keep_old_as=run.path / BEST_EPOCH)
     return {"epochs": [first, last],
@@ -276,18 +289,36 @@ def _average_weights(model, averager, run: Run, config: Config, train_split, val
                                       ("mean_dice", "mean_iou", "pixel_accuracy", "dice")}}
 
 
+def validation_policy(config: Config) -> Policy:
+    """How validation photos, as a split holds them, meet the model: those of resize none are
+    already scaled (the split holds them so)."""
+    return dataclasses.replace(Policy.from_config(config), scale=1.0)
+
+
+def _batch_norm_images(config: Config, split) -> np.ndarray:
+    """uint8 [N, S, S, 3] images to measure BatchNorm statistics on: the split's, or for photos
+    of any sizes their tiles of the model's size."""
+    if not isinstance(split.images, list):
+        return split.images
+    tiles = [data.geometry.tiles(i, m, config.model_size, 0)[0]
+             for i, m in zip(split.images, split.masks)]
+    return np.stack([t for ts in tiles for t in ts])
+
+
 def write_reports(model, run: Path, config: Config, val_split, history: dict, best: int,
                   seconds: float, averaged: dict | None = None) -> dict:
     """Evaluates the final model on validation and writes metrics.json, curves and predictions.
     `averaged`: how the weights were averaged, when they were."""
-    scores, _, predicted = evaluate_split(model, val_split, config.class_names)
+    scores, _, predicted = evaluate_split(model, val_split, config.class_names,
+                                          policy=validation_policy(config))
     report = {**scores, "best_epoch": best, "epochs_run": len(history["loss"]),
               "training_seconds": round(seconds, 1),
               **({"averaged_weights": averaged} if averaged else {})}
     write_json(run / METRICS, report)
     plots.plot_curves(history, run / "curves.png", best, averaged and averaged["epochs"])
     picks = np.linspace(0, len(val_split) - 1, min(PREDICTION_EXAMPLES, len(val_split))).astype(int)
-    plots.plot_predictions(val_split.images[picks], val_split.masks[picks], predicted[picks],
+    plots.plot_predictions([val_split.images[i] for i in picks],
+                           [val_split.masks[i] for i in picks], [predicted[i] for i in picks],
                            config.class_names, run / "predictions.png",
                            titles=[val_split.names[i] for i in picks])
 
@@ -315,12 +346,19 @@ def _main(argv) -> int:
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run from its last completed epoch (its "
                              "config.json decides everything else)")
+    parser.add_argument("--show-config", action="store_true",
+                        help="print the resolved configuration (preset, --config, flags) as JSON "
+                             "and exit")
     add_config_flags(parser)
     args = parser.parse_args(argv)
+    if args.show_config:
+        config = config_from_args(args)
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
     try:
         if args.resume:
-            given = [f for f in vars(args) if f not in ("resume", "preset")
-                     and getattr(args, f) is not None]
+            given = [f for f in vars(args) if f not in ("resume", "preset", "show_config")
+                     and getattr(args, f) not in (None, False)]
             if given:
                 raise ConfigError(f"--resume continues a run with its own config.json; drop "
                                   f"{', '.join('--' + g.replace('_', '-') for g in given)}")

@@ -11,6 +11,7 @@ mixed float16 and XLA on a GPU, float32 without XLA on a CPU (both measured: see
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
@@ -18,7 +19,7 @@ import tensorflow as tf
 
 from unet_tf import losses, metrics
 from unet_tf.config import Config
-from unet_tf.model import batch_norm_layers, build_unet
+from unet_tf.model import batch_norm_layers, build_unet, flexible_twin
 
 
 def gpu_available() -> bool:
@@ -57,24 +58,52 @@ def build_model(config: Config, strategy: tf.distribute.Strategy | None = None,
     `steps_per_epoch` lays out a cosine learning-rate schedule (without it: the peak rate).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    with _precision(config), strategy.scope():
+        model = build_unet(
+            input_size=config.model_size, num_classes=config.num_classes,
+            encoder_weights=config.encoder_weights, freeze_encoder=config.freeze_encoder,
+            alpha=config.alpha, decoder_filters=config.decoder_filters,
+            dropout=config.dropout, encoder_bn_momentum=config.encoder_bn_momentum)
+        replicas = strategy.num_replicas_in_sync
+        if replicas > 1:
+            for layer in batch_norm_layers(model):
+                layer.synchronized = True
+        compile_model(model, config, replicas if config.scale_learning_rate else 1,
+                      steps_per_epoch)
+    return model
+
+
+def crops_smaller_than_model(config: Config) -> bool:
+    """Training on --patch-size crops of photos fitted to a larger model input (squash, pad)."""
+    return config.resize != "none" and 0 < config.patch_size < config.image_size
+
+
+def training_model(model: keras.Model, config: Config, strategy=None,
+                   steps_per_epoch: int | None = None) -> keras.Model:
+    """The model `fit` trains: `model` itself, or when training on crops smaller than its input
+    its twin of any input size (the same layers and weights), compiled as `model` is. `model`
+    stays the one saved and served, at its size."""
+    if not crops_smaller_than_model(config):
+        return model
+    strategy = strategy or tf.distribute.get_strategy()
+    with _precision(config), strategy.scope():
+        twin = flexible_twin(model)
+        replicas = strategy.num_replicas_in_sync
+        compile_model(twin, config, replicas if config.scale_learning_rate else 1,
+                      steps_per_epoch)
+    return twin
+
+
+@contextlib.contextmanager
+def _precision(config: Config):
+    """The configuration's Keras dtype policy while models are built and compiled (restored
+    after)."""
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision_policy(config))
     try:
-        with strategy.scope():
-            model = build_unet(
-                input_size=config.image_size, num_classes=config.num_classes,
-                encoder_weights=config.encoder_weights, freeze_encoder=config.freeze_encoder,
-                alpha=config.alpha, decoder_filters=config.decoder_filters,
-                dropout=config.dropout, encoder_bn_momentum=config.encoder_bn_momentum)
-            replicas = strategy.num_replicas_in_sync
-            if replicas > 1:
-                for layer in batch_norm_layers(model):
-                    layer.synchronized = True
-            compile_model(model, config, replicas if config.scale_learning_rate else 1,
-                          steps_per_epoch)
+        yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    return model
 
 
 def make_learning_rate(config: Config, scale: float = 1, steps_per_epoch: int | None = None):

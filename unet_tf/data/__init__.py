@@ -9,8 +9,9 @@
 
 from unet_tf.data.preprocess import (augment_batch, make_dataset, normalize, resize_image,
                                      resize_mask, trimap_to_classes)
-from unet_tf.data.sources import (DataError, DataUnavailableError, Split, ensure_available, load_split, load_splits,
-                                  parse_split)
+from unet_tf.data import geometry
+from unet_tf.data.sources import (DataError, DataUnavailableError, Split, background_class,
+                                  ensure_available, load_split, load_splits, parse_split)
 
 
 def summary(split: Split, class_names) -> str:
@@ -21,9 +22,14 @@ def summary(split: Split, class_names) -> str:
     if split.skipped:
         lines.append(f"  skipped {len(split.skipped)}:")
         lines += [f"    {name}: {reason}" for name, reason in split.skipped]
+    for note in sorted({note for _, note in split.notes}):
+        names = [name for name, n in split.notes if n == note]
+        lines.append(f"  warning: {len(names)} file(s) used as {note} (save masks as PNG to keep "
+                     f"them exact): {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
     return "\n".join(lines)
 
 
-__all__ = ["DataError", "DataUnavailableError", "Split", "augment_batch", "ensure_available", "load_split", "load_splits",
+__all__ = ["DataError", "DataUnavailableError", "Split", "augment_batch", "background_class",
+           "ensure_available", "geometry", "load_split", "load_splits",
            "make_dataset", "normalize", "parse_split", "resize_image", "resize_mask", "summary",
            "trimap_to_classes"]

@@ -10,6 +10,7 @@ training.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 TRIMAP_BACKGROUND = 2  # Oxford-IIIT Pet trimaps: 1 pet, 2 background, 3 border
@@ -154,33 +155,88 @@ def _warp(images, transforms, interpolation):
 def make_dataset(images, masks, batch_size: int, training: bool, shuffle_buffer: int = 1000,
                  augment: bool = True, seed: int | None = None, augment_scale: float = 0.0,
                  augment_rotation: float = 0.0, augment_color: float = 0.0,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
+                 drop_remainder: bool = False, patch_size: int = 0,
+                 foreground_crops: float = 0.0, background: int = 0) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 1], int32 class masks) from cached uint8 arrays.
 
     Args:
-        images: uint8 [N, S, S, 3]. Resized photographs.
-        masks: uint8 [N, S, S]. Class indices.
+        images: uint8 [N, S, S, 3] resized photographs, or (--resize none) a list of uint8
+            [H, W, 3] photographs of any sizes.
+        masks: uint8 [N, S, S] class indices, or a list of [H, W].
         batch_size: int. Examples per batch (the last batch may be smaller).
         training: bool. Shuffle every epoch and augment.
         shuffle_buffer: int. Size of the shuffle buffer.
         augment: bool. Random changes of the training batches (see `augment_batch`).
-        seed: int or None. Seed of the shuffle and of the augmentation.
+        seed: int or None. Seed of the shuffle, the crops and the augmentation.
         augment_scale, augment_rotation, augment_color: `augment_batch`'s scale, rotation, color.
         drop_remainder: bool. Drop a last, smaller batch (TPUs need equal batches).
+        patch_size: int. Training on random crops of this side (0: whole images). Photos of any
+            sizes are cut into `patch_size` tiles for validation.
+        foreground_crops: float. Share of the crops centred on a foreground pixel.
+        background: int. The background class (foreground is every other class; padding).
     """
-    dataset = tf.data.Dataset.from_tensor_slices((images, masks))
-    if training:
+    from unet_tf.data import geometry  # geometry builds on this module's functions
+
+    if isinstance(images, (list, tuple)) and not training:  # validation of native-size photos
+        tiled = [geometry.tiles(i, m, patch_size, background) for i, m in zip(images, masks)]
+        images = np.stack([t for ts, _ in tiled for t in ts])
+        masks = np.stack([t for _, ts in tiled for t in ts])
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+    def fold(key, salt):  # independent keys for the crops and the augmentation of one draw
+        return tf.random.experimental.stateless_fold_in(tf.cast(key, tf.int64), salt)
+
+    if isinstance(images, (list, tuple)):
+        dataset = _ragged_examples(images, masks)
         dataset = dataset.shuffle(min(shuffle_buffer, len(images)), seed=seed,
                                   reshuffle_each_iteration=True)
+
+        def crop(example, key):
+            image, mask = geometry.pad_to_patch(*example, patch_size, background)
+            offsets = geometry.crop_offsets(mask[None], patch_size, foreground_crops, background,
+                                            fold(key, 1))
+            image, mask = geometry.crop_batch(image[None], mask[None], offsets, patch_size)
+            return image[0], mask[0]
+
+        dataset = tf.data.Dataset.zip((dataset, keys)).map(crop,
+                                                           num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((images, masks))
+        if training:
+            dataset = dataset.shuffle(min(shuffle_buffer, len(images)), seed=seed,
+                                      reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(lambda x, y: (normalize(x), tf.cast(y, tf.int32)),
                           num_parallel_calls=tf.data.AUTOTUNE)
-    if training and augment:
+    crops = (training and patch_size and not isinstance(images, (list, tuple))
+             and patch_size < images.shape[1])
+    if crops or (training and augment):
         # One stateless seed per batch, new every epoch; from `seed` (or the global seed), so a
         # seeded run repeats whatever order parallel calls finish in.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda batch, key: augment_batch(*batch, key, augment_scale, augment_rotation,
-                                             augment_color),
-            num_parallel_calls=tf.data.AUTOTUNE)
+        def change(batch, key):
+            x, y = batch
+            if crops:
+                offsets = geometry.crop_offsets(y, patch_size, foreground_crops, background,
+                                                fold(key, 1))
+                x, y = geometry.crop_batch(x, y, offsets, patch_size)
+            if augment:
+                x, y = augment_batch(x, y, fold(key, 2), augment_scale, augment_rotation,
+                                     augment_color)
+            return x, y
+
+        dataset = tf.data.Dataset.zip((dataset, keys)).map(change,
+                                                           num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _ragged_examples(images: list, masks: list) -> tf.data.Dataset:
+    """(image [H, W, 3], mask [H, W]) uint8 examples of different sizes, from one flat buffer
+    each (no Python in the pipeline)."""
+    shapes = np.array([image.shape[:2] for image in images], np.int32)
+    flat_images = tf.RaggedTensor.from_row_lengths(
+        np.concatenate([image.reshape(-1) for image in images]), [image.size for image in images])
+    flat_masks = tf.RaggedTensor.from_row_lengths(
+        np.concatenate([mask.reshape(-1) for mask in masks]), [mask.size for mask in masks])
+    return tf.data.Dataset.from_tensor_slices((flat_images, flat_masks, shapes)).map(
+        lambda image, mask, shape: (tf.reshape(image, tf.concat([shape, [3]], 0)),
+                                    tf.reshape(mask, shape)))

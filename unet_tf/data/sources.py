@@ -22,9 +22,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from unet_tf.data import preprocess, synthetic
+from unet_tf.data import geometry, preprocess, synthetic
 from unet_tf.errors import UserError
-from unet_tf.images import ImageReadError, read_image, read_mask
+from unet_tf.config import parse_color
+from unet_tf.images import ImageReadError, read_image, read_label_mask
 
 TFDS_NAME = "oxford_iiit_pet:4.0.0"
 # Where tfds downloads the archives from; checked first so that offline fails in seconds instead
@@ -48,29 +49,54 @@ class Split:
 
     Attributes:
         name: str. The split string it was read from, e.g. "train" or "train[:80%]".
-        images: uint8 [N, S, S, 3]. Photographs resized to the model size.
-        masks: uint8 [N, S, S]. Class indices.
+        images: uint8 [N, S, S, 3], photographs fitted to the model size (--resize squash or
+            pad); or with --resize none a list of uint8 [H, W, 3] at native size times --scale.
+        masks: uint8 [N, S, S] class indices, or a list of [H, W].
         names: list of str. One identifier per example (file stem or index).
         skipped: list of (name, reason). Examples that could not be used.
+        notes: list of (name, note). Examples used after a change worth knowing (e.g. a JPEG
+            mask thresholded).
     """
 
     name: str
-    images: np.ndarray
-    masks: np.ndarray
+    images: np.ndarray | list
+    masks: np.ndarray | list
     names: list
     skipped: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
 
     def __len__(self):
         return len(self.images)
 
     def class_shares(self, num_classes: int) -> np.ndarray:
-        counts = np.bincount(self.masks.reshape(-1), minlength=num_classes)[:num_classes]
+        counts = sum(np.bincount(np.asarray(m).reshape(-1), minlength=num_classes)[:num_classes]
+                     for m in (self.masks if isinstance(self.masks, list) else [self.masks]))
         return counts / max(counts.sum(), 1)
 
     def subset(self, keep: np.ndarray, name: str) -> "Split":
         keep = np.asarray(keep, bool)
-        return Split(name, self.images[keep], self.masks[keep],
-                     [n for n, k in zip(self.names, keep) if k], list(self.skipped))
+
+        def take(items):
+            return ([item for item, k in zip(items, keep) if k] if isinstance(items, list)
+                    else items[keep])
+
+        return Split(name, take(self.images), take(self.masks), take(list(self.names)),
+                     list(self.skipped), list(self.notes))
+
+
+def background_class(config) -> int:
+    """The class padding and crops treat as background: the one named so, else class 0."""
+    names = config.class_names
+    return names.index("background") if "background" in names else 0
+
+
+def fit(config, image, mask) -> tuple:
+    """uint8 (image, mask) numpy arrays fitted as `config.resize` says (see geometry.py)."""
+    if config.resize == "squash":  # the common case in one graph call
+        image, mask = preprocess.resize_example(image, mask, config.image_size)
+        return image.numpy(), mask.numpy()
+    return geometry.fit_to_model(image, mask, config.resize, config.image_size, config.scale,
+                                 background_class(config))
 
 
 def ensure_available(config) -> None:
@@ -171,19 +197,19 @@ def _tfds_split(config, split: str) -> Split:
         ) from None
 
     def prepare(example):
-        image = preprocess.resize_image(example["image"], config.image_size)
-        mask = preprocess.resize_mask(example["segmentation_mask"][..., 0], config.image_size)
-        return image, preprocess.trimap_to_classes(mask, config.labels), example["file_name"]
+        mask = preprocess.trimap_to_classes(example["segmentation_mask"][..., 0], config.labels)
+        return example["image"], mask, example["file_name"]
 
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     total = int(dataset.cardinality())
     images, masks, names = [], [], []
     for image, mask, name in tqdm(dataset.as_numpy_iterator(), total=total if total >= 0 else None,
                                   desc=f"{split:>10}", unit="img"):
+        image, mask = fit(config, image, mask)
         images.append(image)
         masks.append(mask)
         names.append(name.decode())
-    return _stack(split, images, masks, names, [])
+    return _stack(split, images, masks, names, [], config)
 
 
 # --- local files --------------------------------------------------------------------------------
@@ -212,58 +238,66 @@ def _slice(items: list, start, stop) -> list:
 
 
 def _read_pair(image_path: Path, mask_path: Path, config, encoding: str):
-    """(image, mask, None) resized and labelled, or (None, None, reason)."""
+    """(image, mask, None, note) fitted and labelled, or (None, None, reason, None)."""
     if not mask_path.is_file():
-        return None, None, f"no mask ({mask_path.name} missing)"
+        return None, None, f"no mask ({mask_path.name} missing)", None
+    colors = ([parse_color(entry.split("=", 1)[1]) for entry in config.mask_colors]
+              if config.mask_colors else None)
     try:
         image = read_image(image_path)
-        mask = read_mask(mask_path)
+        mask, note = read_label_mask(mask_path, colors)
     except ImageReadError as error:
-        return None, None, str(error)
+        return None, None, str(error), None
     if image.shape[:2] != mask.shape:
         return None, None, (f"image is {image.shape[1]}x{image.shape[0]} but its mask is "
-                            f"{mask.shape[1]}x{mask.shape[0]}")
+                            f"{mask.shape[1]}x{mask.shape[0]}"), None
     values = np.unique(mask)
     if encoding == "trimap":
         bad = values[(values < 1) | (values > 3)]
         if bad.size:
-            return None, None, f"trimap values {bad.tolist()} outside 1/2/3"
+            return None, None, f"trimap values {bad.tolist()} outside 1/2/3", None
         mask = preprocess.trimap_to_classes(mask, config.labels).numpy()
     else:
         if set(values.tolist()) <= {0, 255}:
             mask = (mask == 255).astype(np.uint8)  # 0/255 binary masks
         elif config.labels == "binary":
             if values.max() > 1:
-                return None, None, f"binary mask values {values.tolist()}: expected 0/1 or 0/255"
+                return None, None, (f"binary mask values {values.tolist()}: expected 0/1 or "
+                                    "0/255"), None
         if mask.max() >= config.num_classes:
             return None, None, (f"mask values {np.unique(mask).tolist()} outside the "
-                                f"{config.num_classes} classes {list(config.class_names)}")
-    image, mask = preprocess.resize_example(image, mask, config.image_size)
-    return image.numpy(), mask.numpy(), None
+                                f"{config.num_classes} classes {list(config.class_names)}"), None
+    image, mask = fit(config, image, mask)
+    return image, mask, None, note
 
 
 def _read_pairs(split: str, pairs: list, config, encoding: str, skipped: list) -> Split:
     """Reads (name, image path, mask path) triples on all cores, with a progress bar."""
-    images, masks, names = [], [], []
+    images, masks, names, notes = [], [], [], []
     with ThreadPoolExecutor() as pool:
         results = pool.map(lambda p: _read_pair(p[1], p[2], config, encoding), pairs)
-        for (name, _, _), (image, mask, reason) in tqdm(
+        for (name, _, _), (image, mask, reason, note) in tqdm(
                 zip(pairs, results), total=len(pairs), desc=f"{split:>10}", unit="img"):
             if reason:
                 skipped.append((name, reason))
-            else:
-                images.append(image)
-                masks.append(mask)
-                names.append(name)
-    return _stack(split, images, masks, names, skipped)
+                continue
+            images.append(image)
+            masks.append(mask)
+            names.append(name)
+            if note:
+                notes.append((name, note))
+    return _stack(split, images, masks, names, skipped, config, notes)
 
 
-def _stack(split, images, masks, names, skipped) -> Split:
+def _stack(split, images, masks, names, skipped, config, notes=()) -> Split:
+    """The split's arrays: stacked when fitted to one size, a list at native sizes."""
     if not images:
         detail = "".join(f"\n  {n}: {r}" for n, r in skipped[:10])
         raise DataError(f"split {split!r} has no usable examples "
                         f"({len(skipped)} skipped){detail}")
-    return Split(split, np.stack(images), np.stack(masks), names, skipped)
+    if config.resize != "none":
+        images, masks = np.stack(images), np.stack(masks)
+    return Split(split, images, masks, names, skipped, list(notes))
 
 
 def oxford_list_names(list_file: Path) -> list:
@@ -336,7 +370,9 @@ def _folder_split(config, split: str) -> Split:
 def _synthetic_split(config, name: str, count: int, seed: int) -> Split:
     images, masks = [], []
     for example in synthetic.make_examples(count, seed):
-        images.append(preprocess.resize_image(example["image"], config.image_size).numpy())
-        mask = preprocess.resize_mask(example["segmentation_mask"][..., 0], config.image_size)
-        masks.append(preprocess.trimap_to_classes(mask, config.labels).numpy())
-    return _stack(name, images, masks, [f"synthetic_{seed}_{i}" for i in range(count)], [])
+        mask = preprocess.trimap_to_classes(example["segmentation_mask"][..., 0], config.labels)
+        image, mask = fit(config, example["image"], mask.numpy())
+        images.append(image)
+        masks.append(mask)
+    return _stack(name, images, masks, [f"synthetic_{seed}_{i}" for i in range(count)], [],
+                  config)

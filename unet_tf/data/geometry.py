@@ -1,0 +1,128 @@
+"""How photos meet the model (`--resize`), and the crops and tiles of patch training.
+
+    squash  resized to image_size x image_size: the aspect ratio is lost (the tutorial's way);
+    pad     resized so the longer side is image_size, centred on a square of zeros (its mask on the
+            background class): the aspect is kept, and prediction crops the answer back;
+    none    kept at native resolution, times --scale: training takes random --patch-size crops,
+            validation and prediction cover the photo with tiles.
+
+The same functions shape training data and served photos, so a model sees at prediction what it
+saw in training. Geometry is computed once, in `letterbox_box`, for both directions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from unet_tf.data.preprocess import resize_image
+
+
+def letterbox_box(height, width, size: int):
+    """(top, left, new_height, new_width) int32 of a `height` x `width` photo letterboxed into
+    `size` x `size`: scaled so its longer side is `size`, centred."""
+    height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    ratio = size / tf.maximum(height, width)
+    new_height = tf.maximum(tf.cast(tf.round(height * ratio), tf.int32), 1)
+    new_width = tf.maximum(tf.cast(tf.round(width * ratio), tf.int32), 1)
+    return (size - new_height) // 2, (size - new_width) // 2, new_height, new_width
+
+
+def letterbox(image, mask, size: int, background: int):
+    """uint8 image [H, W, 3] and mask [H, W] letterboxed into `size` x `size`; the mask's padding
+    is the `background` class. `mask` may be None (prediction)."""
+    shape = tf.shape(image)
+    top, left, new_height, new_width = letterbox_box(shape[0], shape[1], size)
+    resized = tf.image.resize(image, tf.stack([new_height, new_width]), method="bilinear")
+    resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    image = tf.image.pad_to_bounding_box(resized, top, left, size, size)
+    if mask is None:
+        return image, None
+    # Shifted by one so that the zeros of the padding can be told from class 0.
+    shifted = tf.image.resize(tf.cast(mask, tf.int32)[..., None] + 1,
+                              tf.stack([new_height, new_width]), method="nearest")
+    padded = tf.image.pad_to_bounding_box(shifted, top, left, size, size)[..., 0]
+    return image, tf.cast(tf.where(padded == 0, background, padded - 1), tf.uint8)
+
+
+def rescale(image, mask, scale: float):
+    """An image [H, W, 3] and mask [H, W] (or None) scaled by `scale` (--resize none)."""
+    if scale == 1.0:
+        return image, mask
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), 1)
+    resized = tf.image.resize(image, size, method="bilinear")
+    image = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    if mask is None:
+        return image, None
+    return image, tf.image.resize(mask[..., None], size, method="nearest")[..., 0]
+
+
+def fit_to_model(image, mask, resize: str, size: int, scale: float, background: int):
+    """uint8 (image, mask) as training stores them: squash or pad to `size`, or for resize none at
+    native resolution times `scale` (numpy in, numpy out)."""
+    if resize == "squash":
+        image = resize_image(image, size)
+        mask = tf.image.resize(tf.convert_to_tensor(mask)[..., None], (size, size),
+                               method="nearest")[..., 0]
+    elif resize == "pad":
+        image, mask = letterbox(image, mask, size, background)
+    else:
+        image, mask = rescale(tf.convert_to_tensor(image), tf.convert_to_tensor(mask), scale)
+    return np.asarray(image, np.uint8), np.asarray(mask, np.uint8)
+
+
+def crop_offsets(masks, patch: int, foreground_share: float, background: int, seed):
+    """int32 [B, 2] top-left corners of random `patch` crops of masks [B, H, W] (H, W >= patch):
+    with probability `foreground_share` centred on a random foreground pixel (when the mask has
+    one), otherwise anywhere."""
+    shape = tf.shape(masks)
+    batch, height, width = shape[0], shape[1], shape[2]
+    keys = tf.random.experimental.stateless_split(seed, num=4)
+    flat = tf.reshape(tf.cast(masks, tf.int32) != background, [batch, -1])
+    logits = tf.where(flat, 0.0, -1e9)
+    picked = tf.random.stateless_categorical(logits, 1, keys[0], dtype=tf.int32)[:, 0]
+    centre = tf.stack([picked // width, picked % width], axis=1) - patch // 2
+    anywhere = tf.stack([
+        tf.random.stateless_uniform([batch], keys[1], 0, height - patch + 1, tf.int32),
+        tf.random.stateless_uniform([batch], keys[2], 0, width - patch + 1, tf.int32)], axis=1)
+    use_centre = (tf.random.stateless_uniform([batch], keys[3]) < foreground_share) & \
+        tf.reduce_any(flat, axis=1)
+    offsets = tf.where(use_centre[:, None], centre, anywhere)
+    return tf.clip_by_value(offsets, 0, tf.stack([height - patch, width - patch]))
+
+
+def crop_batch(images, masks, offsets, patch: int):
+    """Crops `patch` x `patch` windows at `offsets` [B, 2] out of images [B, S, S, C] and masks
+    [B, S, S]."""
+    rows = offsets[:, :1] + tf.range(patch)[None]  # [B, P]
+    cols = offsets[:, 1:] + tf.range(patch)[None]
+    images = tf.gather(tf.gather(images, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+    masks = tf.gather(tf.gather(masks, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+    return images, masks
+
+
+def pad_to_patch(image, mask, patch: int, background: int):
+    """An image and mask smaller than `patch` in a side padded (bottom, right) to at least it;
+    the image with zeros, the mask with the background class."""
+    shape = tf.shape(image)
+    height, width = tf.maximum(shape[0], patch), tf.maximum(shape[1], patch)
+    image = tf.image.pad_to_bounding_box(image, 0, 0, height, width)
+    padded = tf.image.pad_to_bounding_box(tf.cast(mask, tf.int32)[..., None] + 1, 0, 0, height,
+                                          width)[..., 0]
+    return image, tf.cast(tf.where(padded == 0, background, padded - 1), mask.dtype)
+
+
+def tiles(image: np.ndarray, mask: np.ndarray, patch: int, background: int) -> tuple:
+    """Non-overlapping `patch` tiles covering a native-size image and mask (numpy), the last ones
+    moved back to end at the edge; for validation with --resize none."""
+    image, mask = (np.asarray(a) for a in pad_to_patch(tf.constant(image), tf.constant(mask),
+                                                       patch, background))
+    height, width = mask.shape
+
+    def starts(length):
+        return sorted({min(start, length - patch) for start in range(0, length, patch)})
+
+    pairs = [(image[y:y + patch, x:x + patch], mask[y:y + patch, x:x + patch])
+             for y in starts(height) for x in starts(width)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
