@@ -197,7 +197,7 @@ class Config:
 
     def __post_init__(self):
         errors = [*_check_fields(self)]
-        if self.labels == "index" and not self.classes:
+        if self.labels == "index" and not self.classes and not self.mask_colors:
             errors.append("labels='index' needs classes: the class names in mask-value order, "
                           "e.g. --classes background road building")
         if self.labels == "trimap" and self.dataset == "folder":

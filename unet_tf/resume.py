@@ -150,17 +150,22 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     Args:
         on_new_best: callables, each called with the epoch (0-based) early stopping has just
             recorded as the best.
+        uncounted: callable of an epoch's logs, True for an epoch that neither counts as best nor
+            uses up patience (after the first epoch).
         Other arguments: as `keras.callbacks.EarlyStopping`.
     """
 
     state_name = "early_stopping"
 
-    def __init__(self, *args, on_new_best=(), **kwargs):
+    def __init__(self, *args, on_new_best=(), uncounted=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._restored = None
         self.on_new_best = list(on_new_best)  # called with the epoch (0-based) of each new best
+        self.uncounted = uncounted  # logs -> True for an epoch that does not count
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.uncounted and self.best_weights is not None and self.uncounted(logs or {}):
+            return  # neither a new best nor an epoch of patience used up
         super().on_epoch_end(epoch, logs)
         if self.best_epoch == epoch and self.wait == 0:
             for call in self.on_new_best:

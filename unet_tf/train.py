@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from unet_tf import averaging, data, plots
+from unet_tf.data import streaming
 from unet_tf.cli import command_parser, run_command
 from unet_tf.config import Config, ConfigError, add_config_flags, config_from_args
 from unet_tf.distribute import is_chief, make_strategy, prepare_multi_worker_fit, shard_by_data
@@ -85,14 +86,14 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         strategy = make_strategy(config.strategy)
-        train_split, val_split = splits or data.load_splits(config)
+        train_split, val_split = splits or _load_data(config)
         for split in (train_split, val_split):
             print(data.summary(split, config.class_names))
         global_batch = _global_batch(config, strategy)
         steps = -(-len(train_split) // global_batch)
         model = build_model(config, strategy, steps_per_epoch=steps)  # saved and served
         trainer = training_model(model, config, strategy, steps)  # fit (a twin for crops)
-        batches = _batches(config, strategy, global_batch, train_split, val_split)
+        batches = _batches(config, strategy, global_batch, train_split, val_split, run.path)
         side = config.patch_size or config.model_size
         prepare_multi_worker_fit(trainer, strategy, (
             tf.zeros([global_batch, side, side, 3]), tf.zeros([global_batch, side, side], tf.int32)))
@@ -105,6 +106,17 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         _finish(run, model, config, strategy, kit, (train_split, val_split),
                 time.perf_counter() - started, diverged)
     return run.path
+
+
+def _load_data(config: Config) -> tuple:
+    """(train, validation) splits; the training split streamed from its files when it would not
+    fit in memory (or --cache disk or none asks for it)."""
+    files = data.list_files(config, config.train_split)
+    cache = "memory"
+    if files is not None:
+        cache, message = streaming.choose_cache(config, files)
+        print(message)
+    return data.load_splits(config, stream=cache != "memory")
 
 
 def with_seed(config: Config) -> Config:
@@ -134,17 +146,26 @@ def _global_batch(config: Config, strategy) -> int:
     return config.batch_size * replicas
 
 
-def _batches(config: Config, strategy, global_batch: int, train_split, val_split) -> tuple:
+def _batches(config: Config, strategy, global_batch: int, train_split, val_split,
+             run_path: Path) -> tuple:
     """(training, validation) datasets, each worker taking its share of the batches."""
     crops = dict(patch_size=config.patch_size or config.model_size,
                  foreground_crops=config.foreground_crops,
                  background=data.background_class(config))
-    training = data.make_dataset(
-        train_split.images, train_split.masks, global_batch, training=True,
-        shuffle_buffer=config.shuffle_buffer, augment=config.augment, seed=config.seed,
-        augment_scale=config.augment_scale, augment_rotation=config.augment_rotation,
-        augment_color=config.augment_color,
-        drop_remainder=isinstance(strategy, tf.distribute.TPUStrategy), **crops)
+    if train_split.streamed:
+        cache = run_path / "cache" / "train" if config.cache != "none" else None
+        training = streaming.make_streamed_dataset(
+            train_split, config, global_batch, config.seed, cache, augment=config.augment,
+            augment_scale=config.augment_scale, augment_rotation=config.augment_rotation,
+            augment_color=config.augment_color,
+            drop_remainder=isinstance(strategy, tf.distribute.TPUStrategy), **crops)
+    else:
+        training = data.make_dataset(
+            train_split.images, train_split.masks, global_batch, training=True,
+            shuffle_buffer=config.shuffle_buffer, augment=config.augment, seed=config.seed,
+            augment_scale=config.augment_scale, augment_rotation=config.augment_rotation,
+            augment_color=config.augment_color,
+            drop_remainder=isinstance(strategy, tf.distribute.TPUStrategy), **crops)
     validation = data.make_dataset(val_split.images, val_split.masks, global_batch,
                                    training=False, **crops)
     return shard_by_data(training), shard_by_data(validation)
@@ -166,7 +187,8 @@ class Callbacks:
         averager = averaging.PlateauAverage() if config.average_weights else None
         early_stopping = ResumableEarlyStopping(
             monitor=MONITOR, mode="max", patience=config.patience, restore_best_weights=True,
-            verbose=1, on_new_best=[averager.new_best] if averager else [])
+            verbose=1, on_new_best=[averager.new_best] if averager else [],
+            uncounted=lambda logs: predicts_one_class(logs, config.class_names))
         stateful = [early_stopping, *([averager] if averager else [])]
         callbacks = [
             StopOnDivergence(),  # at the first bad batch: the epoch never reaches the files
@@ -179,6 +201,14 @@ class Callbacks:
             keras.callbacks.TensorBoard(run.path / "logs"),
         ]
         return cls(early_stopping, averager, EpochState(run.path, run.state, stateful), callbacks)
+
+
+def predicts_one_class(logs: dict, class_names) -> bool:
+    """Whether validation found (at most) one class: every other class's Dice is 0, as when a
+    model with rare objects still predicts background everywhere. Early stopping waits for more:
+    such an epoch says nothing yet of what the model can learn."""
+    found = [logs.get(f"val_dice_{name}", 1.0) > 0 for name in class_names]
+    return sum(found) <= 1
 
 
 def fit_phases(model, run: Run, config: Config, strategy, kit: Callbacks, batches: tuple,
@@ -297,7 +327,9 @@ def validation_policy(config: Config) -> Policy:
 
 def _batch_norm_images(config: Config, split) -> np.ndarray:
     """uint8 [N, S, S, 3] images to measure BatchNorm statistics on: the split's, or for photos
-    of any sizes their tiles of the model's size."""
+    of any sizes their tiles of the model's size (a sample of a streamed split)."""
+    if split.streamed:
+        return streaming.sample_images(split, config)
     if not isinstance(split.images, list):
         return split.images
     tiles = [data.geometry.tiles(i, m, config.model_size, 0)[0]

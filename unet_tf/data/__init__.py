@@ -11,7 +11,8 @@ from unet_tf.data.preprocess import (augment_batch, make_dataset, normalize, res
                                      resize_mask, trimap_to_classes)
 from unet_tf.data import geometry
 from unet_tf.data.sources import (DataError, DataUnavailableError, Split, background_class,
-                                  ensure_available, load_split, load_splits, parse_split)
+                                  ensure_available, list_files, load_split, load_splits,
+                                  parse_split)
 
 
 def summary(split: Split, class_names) -> str:
@@ -30,6 +31,6 @@ def summary(split: Split, class_names) -> str:
 
 
 __all__ = ["DataError", "DataUnavailableError", "Split", "augment_batch", "background_class",
-           "ensure_available", "geometry", "load_split", "load_splits",
+           "ensure_available", "geometry", "list_files", "load_split", "load_splits",
            "make_dataset", "normalize", "parse_split", "resize_image", "resize_mask", "summary",
            "trimap_to_classes"]

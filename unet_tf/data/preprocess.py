@@ -177,20 +177,42 @@ def make_dataset(images, masks, batch_size: int, training: bool, shuffle_buffer:
     """
     from unet_tf.data import geometry  # geometry builds on this module's functions
 
-    if isinstance(images, (list, tuple)) and not training:  # validation of native-size photos
+    native = isinstance(images, (list, tuple))
+    if native and not training:  # validation of native-size photos: tiles of the model's size
         tiled = [geometry.tiles(i, m, patch_size, background) for i, m in zip(images, masks)]
         images = np.stack([t for ts, _ in tiled for t in ts])
         masks = np.stack([t for _, ts in tiled for t in ts])
+        native = False
+    examples = (_ragged_examples(images, masks) if native
+                else tf.data.Dataset.from_tensor_slices((images, masks)))
+    if training:
+        examples = examples.shuffle(min(shuffle_buffer, len(images)), seed=seed,
+                                    reshuffle_each_iteration=True)
+    return batch_examples(
+        examples, batch_size, training, native=native,
+        side=None if native else images.shape[1], augment=augment, seed=seed,
+        augment_scale=augment_scale, augment_rotation=augment_rotation,
+        augment_color=augment_color, drop_remainder=drop_remainder, patch_size=patch_size,
+        foreground_crops=foreground_crops, background=background)
+
+
+def batch_examples(examples: tf.data.Dataset, batch_size: int, training: bool, native: bool,
+                   side: int | None, augment: bool = True, seed: int | None = None,
+                   augment_scale: float = 0.0, augment_rotation: float = 0.0,
+                   augment_color: float = 0.0, drop_remainder: bool = False,
+                   patch_size: int = 0, foreground_crops: float = 0.0,
+                   background: int = 0) -> tf.data.Dataset:
+    """`make_dataset`'s batches from a dataset of uint8 (image, mask) examples, already shuffled
+    when training: of one size `side`, or of any sizes (`native`, cropped to `patch_size`). The
+    streamed training data of streaming.py comes through here too."""
+    from unet_tf.data import geometry
+
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
     def fold(key, salt):  # independent keys for the crops and the augmentation of one draw
         return tf.random.experimental.stateless_fold_in(tf.cast(key, tf.int64), salt)
 
-    if isinstance(images, (list, tuple)):
-        dataset = _ragged_examples(images, masks)
-        dataset = dataset.shuffle(min(shuffle_buffer, len(images)), seed=seed,
-                                  reshuffle_each_iteration=True)
-
+    if native:
         def crop(example, key):
             image, mask = geometry.pad_to_patch(*example, patch_size, background)
             offsets = geometry.crop_offsets(mask[None], patch_size, foreground_crops, background,
@@ -198,18 +220,12 @@ def make_dataset(images, masks, batch_size: int, training: bool, shuffle_buffer:
             image, mask = geometry.crop_batch(image[None], mask[None], offsets, patch_size)
             return image[0], mask[0]
 
-        dataset = tf.data.Dataset.zip((dataset, keys)).map(crop,
-                                                           num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        dataset = tf.data.Dataset.from_tensor_slices((images, masks))
-        if training:
-            dataset = dataset.shuffle(min(shuffle_buffer, len(images)), seed=seed,
-                                      reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        examples = tf.data.Dataset.zip((examples, keys)).map(crop,
+                                                             num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = examples.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(lambda x, y: (normalize(x), tf.cast(y, tf.int32)),
                           num_parallel_calls=tf.data.AUTOTUNE)
-    crops = (training and patch_size and not isinstance(images, (list, tuple))
-             and patch_size < images.shape[1])
+    crops = training and not native and 0 < patch_size < side
     if crops or (training and augment):
         # One stateless seed per batch, new every epoch; from `seed` (or the global seed), so a
         # seeded run repeats whatever order parallel calls finish in.

@@ -59,29 +59,43 @@ class Split:
     """
 
     name: str
-    images: np.ndarray | list
-    masks: np.ndarray | list
+    images: np.ndarray | list | None
+    masks: np.ndarray | list | None
     names: list
     skipped: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
+    # Streamed (--cache disk or none): no arrays; the files, read again every epoch.
+    files: list | None = None  # (name, image path, mask path) of the usable examples
+    encoding: str = ""  # how the masks are read: trimap or index
+    counts: list | None = None  # pixels per class of each example, counted when checked
 
     def __len__(self):
-        return len(self.images)
+        return len(self.names)
+
+    @property
+    def streamed(self) -> bool:
+        return self.files is not None
 
     def class_shares(self, num_classes: int) -> np.ndarray:
-        counts = sum(np.bincount(np.asarray(m).reshape(-1), minlength=num_classes)[:num_classes]
-                     for m in (self.masks if isinstance(self.masks, list) else [self.masks]))
+        if self.counts is not None:
+            counts = np.sum(self.counts, axis=0)[:num_classes]
+        else:
+            counts = sum(np.bincount(np.asarray(m).reshape(-1), minlength=num_classes)[:num_classes]
+                         for m in (self.masks if isinstance(self.masks, list) else [self.masks]))
         return counts / max(counts.sum(), 1)
 
     def subset(self, keep: np.ndarray, name: str) -> "Split":
         keep = np.asarray(keep, bool)
 
         def take(items):
+            if items is None:
+                return None
             return ([item for item, k in zip(items, keep) if k] if isinstance(items, list)
                     else items[keep])
 
         return Split(name, take(self.images), take(self.masks), take(list(self.names)),
-                     list(self.skipped), list(self.notes))
+                     list(self.skipped), list(self.notes), take(self.files), self.encoding,
+                     take(self.counts))
 
 
 def background_class(config) -> int:
@@ -106,8 +120,9 @@ def ensure_available(config) -> None:
         _tfds_builder()
 
 
-def load_split(config, split: str) -> Split:
-    """One split of the configured dataset, e.g. "train", "test" or "train[:80%]"."""
+def load_split(config, split: str, stream: bool = False) -> Split:
+    """One split of the configured dataset, e.g. "train", "test" or "train[:80%]". With `stream`
+    (local files only), the files are checked but not kept in memory: see streaming.py."""
     if config.dataset == "synthetic":
         # Two fixed sets, whatever the training seed: "train" and anything else ("test", ...).
         if parse_split(split)[0] == "train":
@@ -116,14 +131,16 @@ def load_split(config, split: str) -> Split:
     if config.dataset == "oxford_iiit_pet" and not config.data_dir:
         return _tfds_split(config, split)
     read = _oxford_split if config.dataset == "oxford_iiit_pet" else _folder_split
-    return read(config, split)
+    return read(config, split, stream)
 
 
-def load_splits(config, train: bool = True) -> tuple:
+def load_splits(config, train: bool = True, stream: bool = False) -> tuple:
     """(train, validation) `Split`s for a `Config`; with `train=False` only the validation split
-    is loaded (the first item is None), which costs less when none is carved out of training."""
+    is loaded (the first item is None), which costs less when none is carved out of training.
+    With `stream` the training split is streamed (its files checked, not kept); validation is
+    always held in memory."""
     if not config.validation_fraction:
-        return (load_split(config, config.train_split) if train else None,
+        return (load_split(config, config.train_split, stream) if train else None,
                 load_split(config, config.val_split))
     if config.dataset == "oxford_iiit_pet" and not config.data_dir:
         # tfds slices its (already shuffled) records.
@@ -131,7 +148,12 @@ def load_splits(config, train: bool = True) -> tuple:
         base = config.train_split
         return (_tfds_split(config, f"{base}[:{percent}%]"),
                 _tfds_split(config, f"{base}[{percent}%:]"))
-    return _carve(load_split(config, config.train_split), config.validation_fraction)
+    training, validation = _carve(load_split(config, config.train_split, stream),
+                                  config.validation_fraction)
+    if validation.streamed:  # the carved validation part is read into memory
+        validation = _read_pairs(validation.name, validation.files, config, validation.encoding,
+                                 [])
+    return training, validation
 
 
 def _carve(split: Split, fraction: float) -> tuple:
@@ -239,6 +261,16 @@ def _slice(items: list, start, stop) -> list:
 
 def _read_pair(image_path: Path, mask_path: Path, config, encoding: str):
     """(image, mask, None, note) fitted and labelled, or (None, None, reason, None)."""
+    image, mask, reason, note = decode_pair(image_path, mask_path, config, encoding)
+    if reason:
+        return None, None, reason, None
+    image, mask = fit(config, image, mask)
+    return image, mask, None, note
+
+
+def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
+    """(image, mask, None, note) at native size, the mask as class indices, or
+    (None, None, reason, None) for a pair that cannot be used."""
     if not mask_path.is_file():
         return None, None, f"no mask ({mask_path.name} missing)", None
     colors = ([parse_color(entry.split("=", 1)[1]) for entry in config.mask_colors]
@@ -267,25 +299,41 @@ def _read_pair(image_path: Path, mask_path: Path, config, encoding: str):
         if mask.max() >= config.num_classes:
             return None, None, (f"mask values {np.unique(mask).tolist()} outside the "
                                 f"{config.num_classes} classes {list(config.class_names)}"), None
-    image, mask = fit(config, image, mask)
-    return image, mask, None, note
+    return image, mask.astype(np.uint8), None, note
 
 
-def _read_pairs(split: str, pairs: list, config, encoding: str, skipped: list) -> Split:
-    """Reads (name, image path, mask path) triples on all cores, with a progress bar."""
-    images, masks, names, notes = [], [], [], []
+def _read_pairs(split: str, pairs: list, config, encoding: str, skipped: list,
+                stream: bool = False) -> Split:
+    """Reads (name, image path, mask path) triples on all cores, with a progress bar. With
+    `stream`, each file is checked and its classes counted, and nothing is kept."""
+    images, masks, names, notes, files, counts = [], [], [], [], [], []
+
+    def read(pair):
+        if not stream:
+            return _read_pair(pair[1], pair[2], config, encoding)
+        image, mask, reason, note = decode_pair(pair[1], pair[2], config, encoding)
+        return None, None if reason else np.bincount(mask.reshape(-1), minlength=256), reason, note
+
     with ThreadPoolExecutor() as pool:
-        results = pool.map(lambda p: _read_pair(p[1], p[2], config, encoding), pairs)
-        for (name, _, _), (image, mask, reason, note) in tqdm(
-                zip(pairs, results), total=len(pairs), desc=f"{split:>10}", unit="img"):
+        for pair, (image, mask, reason, note) in tqdm(
+                zip(pairs, pool.map(read, pairs)), total=len(pairs), desc=f"{split:>10}",
+                unit="img"):
             if reason:
-                skipped.append((name, reason))
+                skipped.append((pair[0], reason))
                 continue
-            images.append(image)
-            masks.append(mask)
-            names.append(name)
+            names.append(pair[0])
             if note:
-                notes.append((name, note))
+                notes.append((pair[0], note))
+            if stream:
+                files.append(pair)
+                counts.append(mask)  # here the class counts of the mask
+            else:
+                images.append(image)
+                masks.append(mask)
+    if stream:
+        if not files:
+            _stack(split, [], [], [], skipped, config)  # raises: nothing usable
+        return Split(split, None, None, names, skipped, notes, files, encoding, counts)
     return _stack(split, images, masks, names, skipped, config, notes)
 
 
@@ -307,8 +355,23 @@ def oxford_list_names(list_file: Path) -> list:
             if line.strip() and not line.startswith("#")]
 
 
-def _oxford_split(config, split: str) -> Split:
+def list_files(config, split: str) -> list | None:
+    """(name, image path, mask path) of a split of local files, listed, not read (None for tfds
+    and synthetic data)."""
+    if config.dataset == "synthetic" or not config.data_dir:
+        return None
+    return (_oxford_pairs if config.dataset == "oxford_iiit_pet" else _folder_pairs)(
+        config, split)[0]
+
+
+def _oxford_split(config, split: str, stream: bool = False) -> Split:
     """A split of a local copy laid out as the dataset's archives unpack."""
+    pairs, skipped = _oxford_pairs(config, split)
+    return _read_pairs(split, pairs, config, "trimap", skipped, stream)
+
+
+def _oxford_pairs(config, split: str) -> tuple:
+    """(pairs, skipped) of a split of a local oxford_iiit_pet copy."""
     root = Path(config.data_dir).expanduser()
     images_dir, trimaps_dir = root / "images", root / "annotations" / "trimaps"
     for folder in (images_dir, trimaps_dir):
@@ -337,11 +400,16 @@ def _oxford_split(config, split: str) -> Split:
             skipped.append((row, f"listed in {list_file.name} but {image_path.name} is missing"))
             continue
         pairs.append((row, image_path, trimaps_dir / f"{row}.png"))
-    return _read_pairs(split, pairs, config, "trimap", skipped)
+    return pairs, skipped
 
 
-def _folder_split(config, split: str) -> Split:
+def _folder_split(config, split: str, stream: bool = False) -> Split:
     """A user's images/ + masks/ (or <split>/images/ + <split>/masks/)."""
+    return _read_pairs(split, _folder_pairs(config, split)[0], config, "index", [], stream)
+
+
+def _folder_pairs(config, split: str) -> tuple:
+    """(pairs, no skipped) of a split of a user's images/ + masks/."""
     root = Path(config.data_dir).expanduser()
     name, start, stop = parse_split(split)
     base = root / name if (root / name / "images").is_dir() else root
@@ -363,8 +431,7 @@ def _folder_split(config, split: str) -> Split:
     if not files:
         raise DataError(f"{images_dir} is empty")
     files = _slice(files, start, stop)
-    pairs = [(p.stem, p, masks.get(p.stem, masks_dir / f"{p.stem}.png")) for p in files]
-    return _read_pairs(split, pairs, config, "index", [])
+    return [(p.stem, p, masks.get(p.stem, masks_dir / f"{p.stem}.png")) for p in files], []
 
 
 def _synthetic_split(config, name: str, count: int, seed: int) -> Split:
