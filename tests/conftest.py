@@ -5,16 +5,13 @@ Everything here is sized for a 2-core CPU: 64 px images, the narrowest MobileNet
 """
 
 import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +75,8 @@ def run_python():
     unet_tf installed) in a new process; returns (CompletedProcess, seconds)."""
 
     def run(args, cwd, timeout=120, env=None):
-        full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+        full_env = {**os.environ, **(env or {})}
+        full_env = {key: value for key, value in full_env.items() if value != ""}
         started = time.perf_counter()
         process = subprocess.run([sys.executable, *args], cwd=cwd, env=full_env,
                                  capture_output=True, text=True, timeout=timeout)

@@ -17,9 +17,21 @@ def test_benchmark_reports_pipeline_training_inference_and_memory(tmp_path, caps
     for side in ("ours", "reference"):
         pipeline = result["pipeline"][side]
         assert pipeline["first_pass_images_per_s"] > 0 and pipeline["cached_images_per_s"] > 0
-    # uint8 images and masks (4 bytes a pixel) against float32 images and uint8 masks (13)
+    # Measured from what each cache holds: uint8 images and masks (4 bytes a pixel) against the
+    # tutorial's float32 images and uint8 masks (13 bytes a pixel).
     ratio = result["pipeline"]["ours"]["cache_mb"] / result["pipeline"]["reference"]["cache_mb"]
     assert ratio == pytest.approx(4 / 13)
+    assert result["pipeline"]["ours"]["cache_mb"] == pytest.approx(24 * 64 * 64 * 4 / 2**20)
+    # Every comparison is also a ratio field, ours over the reference.
+    ratios = result["ratios"]
+    assert ratios["cache_memory_ratio"] == pytest.approx(ratio)
+    assert ratios["first_pass_ratio"] == pytest.approx(
+        result["pipeline"]["ours"]["first_pass_images_per_s"]
+        / result["pipeline"]["reference"]["first_pass_images_per_s"])
+    assert ratios["training_ratio"] == pytest.approx(
+        result["training_images_per_s"]["ours"] / result["training_images_per_s"]["reference"])
+    assert set(ratios) >= {"cached_ratio", "training_steps_per_execution_3_ratio",
+                           "savedmodel_latency_ratio", "tflite_quantized_latency_ratio"}
     assert set(result["training_images_per_s"]) == {"ours", "reference",
                                                     "ours, steps_per_execution=3"}
     assert all(v > 0 for v in result["training_images_per_s"].values())

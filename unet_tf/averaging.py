@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from unet_tf.data import normalize
 from unet_tf.model import batch_norm_layers
+from unet_tf.progress import progress
 
 
 class PlateauAverage(keras.callbacks.Callback):
@@ -92,7 +93,8 @@ def reestimate_batch_norm(model: keras.Model, images: np.ndarray, batch_size: in
     momenta = [layer.momentum for layer in layers]
     seen = 0
     try:
-        for start in range(0, len(images), batch_size):
+        for start in progress(range(0, len(images), batch_size), "BatchNorm statistics",
+                              unit="batch"):
             batch = normalize(tf.constant(images[start:start + batch_size]))
             for layer in layers:  # a running mean weighted by batch size
                 layer.momentum = seen / (seen + len(batch))

@@ -22,9 +22,9 @@ given as a ratio to it. The table is printed and, with --json, written.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
+import re
 import resource
 import statistics
 import sys
@@ -36,12 +36,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from unet_tf.cli import command_parser
+from unet_tf.cli import command_parser, positive_int, run_command
 from unet_tf import data
 from unet_tf.config import preset
 from unet_tf.data import synthetic
 from unet_tf.data.sources import oxford_list_names
 from unet_tf.images import write_png
+from unet_tf.outputs import BENCHMARK_FORMAT, check_report_file
+from unet_tf.run_files import write_json
+from unet_tf.training import build_model
 
 
 # --- the tutorial-style reference pipeline ------------------------------------------------------
@@ -60,7 +63,8 @@ class _TutorialAugment(keras.layers.Layer):
 
 
 def reference_pipeline(image_paths, mask_paths, size, batch_size, buffer=1000):
-    """The tutorial's pipeline over files: float32 images in the cache, per-example mapping."""
+    """The tutorial's pipeline over files: float32 images in the cache, per-example mapping.
+    Returns (the cached examples, the training batches)."""
 
     def load_image(image_path, mask_path):
         image = tf.io.decode_image(tf.io.read_file(image_path), channels=3,
@@ -71,9 +75,9 @@ def reference_pipeline(image_paths, mask_paths, size, batch_size, buffer=1000):
         return tf.cast(image, tf.float32) / 255.0, mask[..., 0] - 1
 
     dataset = tf.data.Dataset.from_tensor_slices((image_paths, mask_paths))
-    return (dataset.map(load_image, num_parallel_calls=tf.data.AUTOTUNE).cache()
-            .shuffle(buffer).batch(batch_size).repeat()
-            .map(_TutorialAugment()).prefetch(tf.data.AUTOTUNE))
+    cached = dataset.map(load_image, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    return cached, (cached.shuffle(buffer).batch(batch_size).repeat()
+                    .map(_TutorialAugment()).prefetch(tf.data.AUTOTUNE))
 
 
 # --- measurements -------------------------------------------------------------------------------
@@ -150,13 +154,15 @@ def measure_pipelines(root: Path, config) -> dict:
     image_paths, mask_paths = _pairs(root)
     # The tutorial's masks are trimap values 1/2/3 (it subtracts 1): those of the local layout.
     rss = _rss_mb()
-    reference = reference_pipeline(image_paths, mask_paths, config.image_size, config.batch_size)
+    cached, reference = reference_pipeline(image_paths, mask_paths, config.image_size,
+                                           config.batch_size)
     first = _throughput(reference, n, config.batch_size)
     results["reference"] = {
         "first_pass_images_per_s": first,
         "cached_images_per_s": statistics.median(
             _throughput(reference, n, config.batch_size) for _ in range(3)),
-        "cache_mb": n * config.image_size ** 2 * (3 * 4 + 1) / 2**20,
+        # What its cache holds, element by element (read back from the filled cache).
+        "cache_mb": sum(x.nbytes + y.nbytes for x, y in cached.as_numpy_iterator()) / 2**20,
         "rss_growth_mb": _rss_mb() - rss,
     }
     return results, split, reference
@@ -182,8 +188,6 @@ def measure_training(variants: dict, rounds: int) -> dict:
     shared machines it drifts by tens of percent) hits every variant alike. Reported: the median
     epoch of each.
     """
-    from unet_tf.training import build_model
-
     models, timers = {}, {}
     for name, (config, batches, steps) in variants.items():
         keras.utils.set_random_seed(0)
@@ -250,53 +254,85 @@ def measure_inference(model, images: np.ndarray, folder: Path, repeats: int, tfl
     return results
 
 
-def run(args) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What a benchmark run measures (the command's options)."""
+
+    data_dir: str = ""  # a local oxford_iiit_pet copy; empty: synthetic photos written for it
+    examples: int = 256
+    image_size: int = 128
+    batch_size: int = 16
+    alpha: float = 1.0
+    epochs: int = 5
+    steps_per_execution: tuple = (4,)
+    xla: bool = False
+    bfloat16: bool = False
+    repeats: int = 30
+    tflite: bool = True
+
+
+def run(setup: Setup) -> dict:
     with tempfile.TemporaryDirectory(prefix="unet_tf-benchmark-") as scratch:
         scratch = Path(scratch)
-        root = Path(args.data_dir) if args.data_dir else write_photos(
-            scratch / "photos", args.examples, seed=0)
+        root = Path(setup.data_dir) if setup.data_dir else write_photos(
+            scratch / "photos", setup.examples, seed=0)
         # The tutorial's model and recipe, from random weights (no download), in float32.
-        config = preset("tutorial", encoder_weights="none", image_size=args.image_size,
-                        batch_size=args.batch_size, alpha=args.alpha, data_dir=str(root),
-                        mixed_precision="off")
-        print(f"data: {root} ({'synthetic' if not args.data_dir else 'local copy'}), "
+        config = preset("tutorial", encoder_weights="none", image_size=setup.image_size,
+                        batch_size=setup.batch_size, alpha=setup.alpha, data_dir=str(root),
+                        mixed_precision="off", seed=0)
+        print(f"data: {root} ({'local copy' if setup.data_dir else 'synthetic'}), "
               f"{config.image_size} px, batch {config.batch_size}, MobileNetV2 alpha {config.alpha}")
-        print("input pipelines ...", flush=True)
+        print("1/3 input pipelines ...", flush=True)
         pipelines, split, reference = measure_pipelines(root, config)
         steps = max(len(split) // config.batch_size, 1)
         ours = data.make_dataset(split.images, split.masks, config.batch_size, training=True,
                                  seed=0).repeat()
-        print(f"training, {args.epochs} epochs of {steps} steps per variant, interleaved ...",
+        print(f"2/3 training, {setup.epochs} epochs of {steps} steps per variant, interleaved ...",
               flush=True)
         variants = {"reference": (config, reference, steps), "ours": (config, ours, steps)}
-        for spe in args.steps_per_execution:
+        for spe in setup.steps_per_execution:
             spe_config = dataclasses.replace(config, steps_per_execution=spe)
             variants[f"ours, steps_per_execution={spe}"] = (spe_config, ours,
                                                             steps - steps % spe or spe)
-        if args.xla:
+        if setup.xla:
             variants["ours, XLA"] = (dataclasses.replace(config, xla="on"), ours, steps)
-        if args.bfloat16:
+        if setup.bfloat16:
             variants["ours, mixed_bfloat16"] = (
                 dataclasses.replace(config, mixed_precision="bfloat16"), ours, steps)
-        training = measure_training(variants, args.epochs - 1)
-        from unet_tf.training import build_model
-
-        print("inference: Keras, SavedModel" + ("" if args.skip_tflite else ", TFLite") + " ...",
+        training = measure_training(variants, setup.epochs - 1)
+        print("3/3 inference: Keras, SavedModel" + (", TFLite" if setup.tflite else "") + " ...",
               flush=True)
         model = build_model(config)
-        inference = measure_inference(model, split.images, scratch, args.repeats,
-                                      not args.skip_tflite)
-    return {
+        inference = measure_inference(model, split.images, scratch, setup.repeats, setup.tflite)
+    result = {
+        "format": BENCHMARK_FORMAT,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "processor": platform.processor() or platform.machine(),
                     "gpus": len(tf.config.list_physical_devices("GPU")),
                     "tensorflow": tf.__version__, "keras": keras.__version__},
-        "setup": {"examples": len(split), "image_size": config.image_size,
-                  "batch_size": config.batch_size, "alpha": config.alpha,
-                  "data": str(args.data_dir or "synthetic JPEG/PNG files")},
+        "setup": {**dataclasses.asdict(setup), "examples": len(split),
+                  "data": setup.data_dir or "synthetic JPEG/PNG files"},
         "pipeline": pipelines, "training_images_per_s": training, "inference": inference,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    return {**result, "ratios": ratios(result)}
+
+
+def ratios(result: dict) -> dict:
+    """Every comparison as one number, ours over the reference (for inference: over Keras)."""
+    p, t, i = result["pipeline"], result["training_images_per_s"], result["inference"]
+    out = {f"{key}_ratio": p["ours"][field] / p["reference"][field] for key, field in (
+        ("first_pass", "first_pass_images_per_s"), ("cached", "cached_images_per_s"),
+        ("cache_memory", "cache_mb"))}
+    for name, value in t.items():
+        if name != "reference":
+            key = "training" if name == "ours" else "training_" + re.sub(
+                r"\W+", "_", name.split(", ", 1)[1]).strip("_")
+            out[f"{key}_ratio"] = value / t["reference"]
+    for name, values in i.items():
+        if name != "keras":
+            out[f"{name}_latency_ratio"] = values["latency_ms"] / i["keras"]["latency_ms"]
+    return out
 
 
 def format_table(result: dict) -> str:
@@ -342,28 +378,53 @@ def format_table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
+    return run_command(_main, argv)
+
+
+def build_parser():
+    """The command line of this command (every option with its help)."""
     parser = command_parser("unet_tf.benchmark", __doc__)
-    parser.add_argument("--data-dir", help="a local oxford_iiit_pet copy (default: synthetic)")
-    parser.add_argument("--examples", type=int, default=256, help="synthetic photos to write")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--alpha", type=float, default=1.0)
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs per variant (>= 2)")
-    parser.add_argument("--steps-per-execution", type=int, nargs="*", default=[4],
-                        help="extra training variants with these steps_per_execution")
+    parser.add_argument("--data-dir", help="a local oxford_iiit_pet copy (default: synthetic "
+                                           "photos written for the run)")
+    parser.add_argument("--examples", type=positive_int, default=256,
+                        help="synthetic photos to write (default: %(default)s)")
+    parser.add_argument("--image-size", type=positive_int, default=128,
+                        help="the model's input side in px (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=16,
+                        help="examples per batch (default: %(default)s)")
+    parser.add_argument("--alpha", type=float, default=1.0,
+                        help="MobileNetV2 width multiplier (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=5,
+                        help="training epochs per variant, at least 2: the first compiles and "
+                             "is not timed (default: %(default)s)")
+    parser.add_argument("--steps-per-execution", type=positive_int, nargs="*", default=[4],
+                        help="extra training variants with these steps_per_execution "
+                             "(default: 4)")
     parser.add_argument("--xla", action="store_true", help="also measure training with XLA")
     parser.add_argument("--bfloat16", action="store_true",
                         help="also measure training with --mixed-precision bfloat16")
-    parser.add_argument("--repeats", type=int, default=30, help="timed inference calls")
-    parser.add_argument("--skip-tflite", action="store_true")
-    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--repeats", type=positive_int, default=30,
+                        help="timed inference calls (default: %(default)s)")
+    parser.add_argument("--skip-tflite", action="store_true",
+                        help="leave out the TFLite conversions and their latency")
+    parser.add_argument("--json", help="a new file for the results (every comparison also as a "
+                                       "*_ratio field, ours over the reference)")
+    return parser
+
+
+def _main(argv) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch compiles and is not timed")
-    result = run(args)
+    if args.json:
+        check_report_file(Path(args.json), kind=BENCHMARK_FORMAT)
+    result = run(Setup(args.data_dir or "", args.examples, args.image_size, args.batch_size,
+                       args.alpha, args.epochs, tuple(args.steps_per_execution), args.xla,
+                       args.bfloat16, args.repeats, not args.skip_tflite))
     print(format_table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
         print(f"results: {args.json}")
     return 0
 

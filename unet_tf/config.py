@@ -571,3 +571,31 @@ def config_from_args(args: argparse.Namespace) -> Config:
     values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
                    if getattr(args, f.name, None) is not None})
     return Config.from_dict(values)
+
+
+def options_markdown() -> str:
+    """docs/options.md: every training option, from the same source as --help."""
+    lines = ["# Training options", "",
+             "Every option of `python -m unet_tf.train` (`unet-tf-train`), as `--help` gives it. "
+             "Each is also a key of a `--config` file (with `_` for `-`); flags override the file, "
+             "which overrides the preset. Presets: "
+             + "; ".join(f"`{name}`: {text}" for name, text in PRESET_SUMMARIES.items()) + ".",
+             "", "Written by `python -m unet_tf.config > docs/options.md`; a test checks that it "
+             "is current.", ""]
+    table_head = ["| option | what it does | allowed | default | presets |", "|---|---|---|---|---|"]
+    for field in dataclasses.fields(Config):
+        meta = field.metadata
+        if field.name in SECTIONS:
+            lines += ["", f"## {SECTIONS[field.name].capitalize()}", "", *table_head]
+        allowed = (", ".join(f"`{c}`" for c in meta["choices"]) if meta["choices"]
+                   else _range_text(meta) or meta["unit"] or "")
+        presets = ", ".join(f"{name}: `{describe_value(values[field.name])}`"
+                            for name, values in PRESETS.items() if field.name in values)
+        text = meta["help"] + (f" [{meta['unit']}]" if meta["unit"] and meta["choices"] else "")
+        lines.append(f"| `{_flag(field.name)}` | {text} | {allowed} | "
+                     f"`{describe_value(field.default)}` | {presets} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(options_markdown(), end="")

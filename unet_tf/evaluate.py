@@ -68,7 +68,8 @@ def main(argv=None) -> int:
     return run_command(_main, argv)
 
 
-def _main(argv) -> int:
+def build_parser():
+    """The command line of this command (every option with its help)."""
     parser = command_parser("unet_tf.evaluate", __doc__)
     parser.add_argument("--model", required=True, help="a model.keras from a training run")
     parser.add_argument("--dataset", choices=DATASETS,
@@ -89,6 +90,11 @@ def _main(argv) -> int:
                              "model's size, as training's validation)")
     parser.add_argument("--json", help="a new file for the metrics, or an earlier report to "
                                        "replace (default: beside the model, named after the split)")
+    return parser
+
+
+def _main(argv) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     postprocess.check(args.postprocess)
     if args.json:  # before any work

@@ -145,7 +145,8 @@ def main(argv=None) -> int:
     return run_command(_main, argv)
 
 
-def _main(argv) -> int:
+def build_parser():
+    """The command line of this command (every option with its help)."""
     parser = command_parser("unet_tf.export", __doc__)
     parser.add_argument("--model", required=True, help="a model.keras from a training run")
     parser.add_argument("--out", required=True,
@@ -164,17 +165,27 @@ def _main(argv) -> int:
     parser.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
                         help="the signatures refuse images above this many pixels (recorded in "
                              "metadata.json; default: %(default)s)")
+    return parser
+
+
+def _main(argv) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     out = Path(args.out)
     check_export_folder(out, force=args.force)  # before any work
     model, info = load_model_safely(args.model)
+    parts = 1 + bool(args.tflite or args.quantize) + bool(args.quantize)
+    print(f"export 1/{parts}: the SavedModel (tracing both signatures, then writing)",
+          file=sys.stderr, flush=True)
     export_saved_model(model, out, info, tta=args.tta, max_pixels=args.max_pixels)
     print(f"SavedModel: {out} (signatures serving_default, serve_bytes; classes "
           f"{', '.join(info.class_names)}{'; flip test-time augmentation' if args.tta else ''})")
     if args.tflite or args.quantize:
+        print(f"export 2/{parts}: TFLite float32", file=sys.stderr, flush=True)
         path = export_tflite(model, out / "model.tflite")
         print(f"TFLite float32: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
         if args.quantize:
+            print(f"export 3/{parts}: TFLite quantized", file=sys.stderr, flush=True)
             path = export_tflite(model, out / "model_quantized.tflite", quantize=True)
             print(f"TFLite dynamic-range quantized: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0

@@ -24,6 +24,7 @@ import tensorflow as tf
 from unet_tf import tiling
 from unet_tf.data import normalize, resize_image
 from unet_tf.data.geometry import letterbox, letterbox_box, rescale
+from unet_tf.progress import progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +114,8 @@ def predict_masks(model: keras.Model, images, batch_size: int = 32, tta: bool = 
     if isinstance(images, (list, tuple)):
         step = tf.function(lambda image: segment(model, image[None], tta, policy)[0][0],
                            input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-        return [step(image).numpy() for image in images]
+        return [step(image).numpy() for image in progress(images, "predict", unit="img")]
     batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(normalize)
     step = tf.function(lambda batch: tf.argmax(class_probabilities(model, batch, tta), axis=-1))
-    return np.concatenate([step(batch).numpy() for batch in batches])
+    return np.concatenate([step(batch).numpy() for batch in progress(
+        batches, "predict", total=-(-len(images) // batch_size), unit="batch")])

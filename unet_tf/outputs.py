@@ -23,6 +23,7 @@ from unet_tf.errors import UserError
 
 EXPORT_FORMAT = "unet_tf SavedModel"  # metadata.json's "format" of an export
 REPORT_FORMAT = "unet_tf evaluation"  # an evaluation report's "format"
+BENCHMARK_FORMAT = "unet_tf benchmark"  # a benchmark result's
 PREDICTIONS_MARKER = ".unet_tf-predictions"  # in every folder predict writes
 
 
@@ -66,18 +67,19 @@ def check_export_folder(out: Path, force: bool = False) -> None:
                           "folder (--force replaces only an earlier export)")
 
 
-def check_report_file(path: Path, picture: Path) -> None:
-    """Refuses an `evaluate --json` path (and its picture) unless both are new or an earlier
-    evaluation report."""
+def check_report_file(path: Path, picture: Path | None = None,
+                      kind: str = REPORT_FORMAT) -> None:
+    """Refuses a `--json` path (and the picture beside it) unless both are new or an earlier
+    report of this `kind` (its "format")."""
     path = Path(path)
     _check_parent(path, "--json")
     if path.is_dir():
         raise OutputPathError(f"--json {path} is a folder; give a file name, e.g. {path}/report.json")
-    ours = path.is_file() and (_read_json(path) or {}).get("format") == REPORT_FORMAT
+    ours = path.is_file() and (_read_json(path) or {}).get("format") == kind
     if path.exists() and not ours:
-        raise OutputPathError(f"--json {path} exists and is not an evaluation report; give a new "
-                              "file name")
-    if Path(picture).exists() and not ours:
+        raise OutputPathError(f"--json {path} exists and is not an earlier {kind} report; give a "
+                              "new file name")
+    if picture is not None and Path(picture).exists() and not ours:
         raise OutputPathError(f"{picture} exists (the confusion-matrix picture of --json {path} "
                               "would replace it); give another --json name")
 

@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from unet_tf import images as image_io
 from unet_tf import plots, postprocess
 from unet_tf.cli import add_tta_argument, command_parser, positive_int, run_command
 from unet_tf.inference import mirror_mean, segment
 from unet_tf.outputs import prepare_predictions_folder
+from unet_tf.progress import progress as report_progress
 from unet_tf.run_files import load_model_safely
 
 
@@ -132,8 +132,8 @@ def predict_files(segmenter: Segmenter, files, out: Path, steps=(), max_pixels=i
     returns (path, message naming it) for the files that failed, the others still done."""
     failures = []
     pairs = list(zip(files, output_names(files, out)))
-    for path, (mask_path, overlay_path) in tqdm(pairs, desc="predict", unit="img",
-                                                 disable=not progress or len(files) < 2):
+    for path, (mask_path, overlay_path) in (report_progress(pairs, "predict", unit="img")
+                                            if progress and len(files) > 1 else pairs):
         try:
             image = image_io.read_image(path, max_pixels=max_pixels)
             mask = postprocess.postprocess(segmenter(image), segmenter.class_names, steps)
@@ -151,7 +151,8 @@ def main(argv=None) -> int:
     return run_command(_main, argv)
 
 
-def _main(argv) -> int:
+def build_parser():
+    """The command line of this command (every option with its help)."""
     parser = command_parser("unet_tf.predict", __doc__)
     parser.add_argument("--model", required=True,
                         help="a model.keras or an exported SavedModel folder")
@@ -163,7 +164,14 @@ def _main(argv) -> int:
     parser.add_argument("--max-pixels", type=positive_int, default=image_io.MAX_PIXELS,
                         help="refuse images above this many pixels, before decoding them "
                              "(default: %(default)s; memory grows with the photo, see the README)")
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
+                        help="photos, and folders whose image files (not their subfolders') to "
+                             "segment")
+    return parser
+
+
+def _main(argv) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     postprocess.check(args.postprocess)
     out = prepare_predictions_folder(Path(args.out))  # before any work

@@ -373,7 +373,8 @@ def main(argv=None) -> int:
     return run_command(_main, argv)
 
 
-def _main(argv) -> int:
+def build_parser():
+    """The command line of this command (every option with its help)."""
     parser = command_parser("unet_tf.train", __doc__)
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run from its last completed epoch (its "
@@ -382,6 +383,11 @@ def _main(argv) -> int:
                         help="print the resolved configuration (preset, --config, flags) as JSON "
                              "and exit")
     add_config_flags(parser)
+    return parser
+
+
+def _main(argv) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.show_config:
         config = config_from_args(args)

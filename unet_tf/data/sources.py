@@ -15,17 +15,16 @@ import dataclasses
 import re
 import socket
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from unet_tf.data import geometry, preprocess, synthetic
 from unet_tf.errors import UserError
 from unet_tf.config import parse_color
 from unet_tf.images import ImageReadError, read_image, read_label_mask
+from unet_tf.progress import progress
 
 TFDS_NAME = "oxford_iiit_pet:4.0.0"
 # Where tfds downloads the archives from; checked first so that offline fails in seconds instead
@@ -225,8 +224,8 @@ def _tfds_split(config, split: str) -> Split:
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     total = int(dataset.cardinality())
     images, masks, names = [], [], []
-    for image, mask, name in tqdm(dataset.as_numpy_iterator(), total=total if total >= 0 else None,
-                                  desc=f"{split:>10}", unit="img"):
+    for image, mask, name in progress(dataset.as_numpy_iterator(), f"{split:>10}",
+                                      total=total if total >= 0 else None, unit="img"):
         image, mask = fit(config, image, mask)
         images.append(image)
         masks.append(mask)
@@ -257,15 +256,6 @@ def _slice(items: list, start, stop) -> list:
         return int(bound)
 
     return items[index(start):index(stop)]
-
-
-def _read_pair(image_path: Path, mask_path: Path, config, encoding: str):
-    """(image, mask, None, note) fitted and labelled, or (None, None, reason, None)."""
-    image, mask, reason, note = decode_pair(image_path, mask_path, config, encoding)
-    if reason:
-        return None, None, reason, None
-    image, mask = fit(config, image, mask)
-    return image, mask, None, note
 
 
 def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
@@ -304,37 +294,71 @@ def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
 
 def _read_pairs(split: str, pairs: list, config, encoding: str, skipped: list,
                 stream: bool = False) -> Split:
-    """Reads (name, image path, mask path) triples on all cores, with a progress bar. With
-    `stream`, each file is checked and its classes counted, and nothing is kept."""
+    """Reads (name, image path, mask path) triples, decoded in parallel and fitted in one graph
+    (`decoded_examples`), with a progress bar. With `stream`, each file is checked and its
+    classes counted, and nothing is kept."""
     images, masks, names, notes, files, counts = [], [], [], [], [], []
-
-    def read(pair):
-        if not stream:
-            return _read_pair(pair[1], pair[2], config, encoding)
-        image, mask, reason, note = decode_pair(pair[1], pair[2], config, encoding)
-        return None, None if reason else np.bincount(mask.reshape(-1), minlength=256), reason, note
-
-    with ThreadPoolExecutor() as pool:
-        for pair, (image, mask, reason, note) in tqdm(
-                zip(pairs, pool.map(read, pairs)), total=len(pairs), desc=f"{split:>10}",
-                unit="img"):
-            if reason:
-                skipped.append((pair[0], reason))
-                continue
-            names.append(pair[0])
-            if note:
-                notes.append((pair[0], note))
-            if stream:
-                files.append(pair)
-                counts.append(mask)  # here the class counts of the mask
-            else:
-                images.append(image)
-                masks.append(mask)
+    dataset = decoded_examples(pairs, config, encoding, fitted=not stream)
+    for pair, (image, mask, reason, note) in progress(zip(pairs, dataset.as_numpy_iterator()),
+                                                      f"{split:>10}", total=len(pairs),
+                                                      unit="img"):
+        if reason:
+            skipped.append((pair[0], reason.decode()))
+            continue
+        names.append(pair[0])
+        if note:
+            notes.append((pair[0], note.decode()))
+        if stream:
+            files.append(pair)
+            counts.append(np.bincount(mask.reshape(-1), minlength=256))
+        else:
+            images.append(image)
+            masks.append(mask)
     if stream:
         if not files:
             _stack(split, [], [], [], skipped, config)  # raises: nothing usable
         return Split(split, None, None, names, skipped, notes, files, encoding, counts)
     return _stack(split, images, masks, names, skipped, config, notes)
+
+
+def decoded_examples(pairs: list, config, encoding: str, fitted: bool = True) -> tf.data.Dataset:
+    """(image, mask, reason, note) of each (name, image path, mask path), in order: decoded with
+    Pillow on all cores (`decode_pair`: any format, masks checked), then fitted in graph ops
+    (`fit_graph`, one trace for every photo size) unless not `fitted`. A pair that cannot be
+    used comes with its reason and empty arrays."""
+    paths = tf.data.Dataset.from_tensor_slices(([str(p[1]) for p in pairs],
+                                                [str(p[2]) for p in pairs]))
+
+    def read(image_path, mask_path):
+        image, mask, reason, note = decode_pair(Path(image_path.decode()),
+                                                Path(mask_path.decode()), config, encoding)
+        if reason:
+            return np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), np.uint8), reason, ""
+        return image, mask, "", note or ""
+
+    def decode(image_path, mask_path):
+        image, mask, reason, note = tf.numpy_function(
+            read, [image_path, mask_path], [tf.uint8, tf.uint8, tf.string, tf.string])
+        image.set_shape([None, None, 3])
+        mask.set_shape([None, None])
+        if fitted:
+            image, mask = tf.cond(tf.equal(reason, ""),
+                                  lambda: fit_graph(image, mask, config),
+                                  lambda: (image, mask))
+        return image, mask, reason, note
+
+    return paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
+        .prefetch(tf.data.AUTOTUNE)
+
+
+def fit_graph(image, mask, config):
+    """`fit` in graph ops: the same operations, so the same arrays."""
+    if config.resize == "squash":
+        return (preprocess.resize_image(image, config.image_size),
+                preprocess.resize_mask(mask, config.image_size))
+    if config.resize == "pad":
+        return geometry.letterbox(image, mask, config.image_size, background_class(config))
+    return geometry.rescale(image, mask, config.scale)
 
 
 def _stack(split, images, masks, names, skipped, config, notes=()) -> Split:

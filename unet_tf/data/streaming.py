@@ -23,7 +23,7 @@ import tensorflow as tf
 from PIL import Image
 
 from unet_tf.data import geometry, preprocess
-from unet_tf.data.sources import background_class, decode_pair
+from unet_tf.data.sources import decode_pair, fit_graph
 
 
 def machine_memory() -> int:
@@ -74,8 +74,6 @@ def examples(split, config, training: bool, seed: int | None, cache_file: Path |
                    reshuffle_each_iteration=True)
     if training and cache_file is None:
         paths = paths.shuffle(**shuffle)  # cheap: paths, not photos
-    background = background_class(config)
-
     def read(image_path, mask_path):
         image, mask, reason, _ = decode_pair(Path(image_path.decode()), Path(mask_path.decode()),
                                              config, split.encoding)
@@ -87,7 +85,7 @@ def examples(split, config, training: bool, seed: int | None, cache_file: Path |
         image, mask = tf.numpy_function(read, [image_path, mask_path], [tf.uint8, tf.uint8])
         image.set_shape([None, None, 3])
         mask.set_shape([None, None])
-        return _fit(image, mask, config, background)
+        return fit_graph(image, mask, config)
 
     dataset = paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache_file is not None:
@@ -96,16 +94,6 @@ def examples(split, config, training: bool, seed: int | None, cache_file: Path |
         if training:
             dataset = dataset.shuffle(**shuffle)
     return dataset
-
-
-def _fit(image, mask, config, background: int):
-    """sources.fit in graph ops (the same operations, so the same arrays)."""
-    if config.resize == "squash":
-        return (preprocess.resize_image(image, config.image_size),
-                preprocess.resize_mask(mask, config.image_size))
-    if config.resize == "pad":
-        return geometry.letterbox(image, mask, config.image_size, background)
-    return geometry.rescale(image, mask, config.scale)
 
 
 def make_streamed_dataset(split, config, batch_size: int, seed: int | None,
