@@ -557,3 +557,33 @@ def test_config_json_of_a_folder_run_reloads_the_same_data(folder_dataset, tmp_p
     assert train.names == expected.names
     np.testing.assert_array_equal(train.images, expected.images)
     np.testing.assert_array_equal(train.masks, expected.masks)
+
+
+def test_plain_files_decode_in_the_graph_as_pillow_reads_them(tmp_path, pets_sample_or_synthetic):
+    """The fast path (TensorFlow's decoders) and the Pillow path give the same pixels and classes
+    for every pair, odd files included (those go through Pillow)."""
+    from unet_tf.data.sources import _graph_format, _oxford_pairs, decode_pair, decoded_examples
+
+    config = oxford_config(pets_sample_or_synthetic)
+    pairs, _ = _oxford_pairs(config, "train")
+    formats = [_graph_format(p[1], p[2], config) for p in pairs]
+    assert formats.count("jpeg") > len(pairs) // 2  # most take the fast path
+    fast = list(decoded_examples(pairs, config, "trimap", fitted=False).as_numpy_iterator())
+    for (name, image_path, mask_path), (image, mask, reason, _) in zip(pairs, fast):
+        expected_image, expected_mask, expected_reason, _ = decode_pair(image_path, mask_path,
+                                                                        config, "trimap")
+        assert reason.decode() == (expected_reason or ""), name
+        if not expected_reason:
+            np.testing.assert_array_equal(image, expected_image, err_msg=name)
+            np.testing.assert_array_equal(mask, expected_mask, err_msg=name)
+
+
+@pytest.fixture
+def pets_sample_or_synthetic(tmp_path):
+    from conftest import PETS_SAMPLE
+
+    if (PETS_SAMPLE / "images").is_dir():
+        return PETS_SAMPLE
+    make_oxford_copy(tmp_path, [f"cat_{i}" for i in range(12)],
+                     {"trainval.txt": [f"cat_{i}" for i in range(12)], "test.txt": ["cat_0"]})
+    return tmp_path

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from unet_tf.data import geometry, preprocess, synthetic
 from unet_tf.errors import UserError
 from unet_tf.config import parse_color
-from unet_tf.images import ImageReadError, read_image, read_label_mask
+from unet_tf.images import MAX_PIXELS, ImageReadError, read_image, read_label_mask
 from unet_tf.progress import progress
 
 TFDS_NAME = "oxford_iiit_pet:4.0.0"
@@ -258,6 +259,11 @@ def _slice(items: list, start, stop) -> list:
     return items[index(start):index(stop)]
 
 
+# preprocess.trimap_to_classes as lookup tables, for numpy: trimap value -> class index.
+TRIMAP_CLASSES = {"trimap": np.array([0, 0, 1, 2] + [0] * 252, np.uint8),
+                  "binary": np.array([0, 1, 0, 1] + [0] * 252, np.uint8)}
+
+
 def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
     """(image, mask, None, note) at native size, the mask as class indices, or
     (None, None, reason, None) for a pair that cannot be used."""
@@ -273,12 +279,12 @@ def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
     if image.shape[:2] != mask.shape:
         return None, None, (f"image is {image.shape[1]}x{image.shape[0]} but its mask is "
                             f"{mask.shape[1]}x{mask.shape[0]}"), None
-    values = np.unique(mask)
+    values = np.flatnonzero(np.bincount(mask.reshape(-1), minlength=256))  # O(n), not a sort
     if encoding == "trimap":
         bad = values[(values < 1) | (values > 3)]
         if bad.size:
             return None, None, f"trimap values {bad.tolist()} outside 1/2/3", None
-        mask = preprocess.trimap_to_classes(mask, config.labels).numpy()
+        mask = TRIMAP_CLASSES[config.labels][mask]
     else:
         if set(values.tolist()) <= {0, 255}:
             mask = (mask == 255).astype(np.uint8)  # 0/255 binary masks
@@ -287,7 +293,7 @@ def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
                 return None, None, (f"binary mask values {values.tolist()}: expected 0/1 or "
                                     "0/255"), None
         if mask.max() >= config.num_classes:
-            return None, None, (f"mask values {np.unique(mask).tolist()} outside the "
+            return None, None, (f"mask values {values.tolist()} outside the "
                                 f"{config.num_classes} classes {list(config.class_names)}"), None
     return image, mask.astype(np.uint8), None, note
 
@@ -322,12 +328,18 @@ def _read_pairs(split: str, pairs: list, config, encoding: str, skipped: list,
 
 
 def decoded_examples(pairs: list, config, encoding: str, fitted: bool = True) -> tf.data.Dataset:
-    """(image, mask, reason, note) of each (name, image path, mask path), in order: decoded with
-    Pillow on all cores (`decode_pair`: any format, masks checked), then fitted in graph ops
-    (`fit_graph`, one trace for every photo size) unless not `fitted`. A pair that cannot be
-    used comes with its reason and empty arrays."""
-    paths = tf.data.Dataset.from_tensor_slices(([str(p[1]) for p in pairs],
-                                                [str(p[2]) for p in pairs]))
+    """(image, mask, reason, note) of each (name, image path, mask path), in order: decoded on all
+    cores, then fitted in graph ops (`fit_graph`, one trace for every photo size) unless not
+    `fitted`. A pair that cannot be used comes with its reason and empty arrays.
+
+    Plain files (an RGB or grayscale JPEG or PNG, a grayscale PNG mask) are decoded by
+    TensorFlow's own ops, as the tutorial's pipeline does, and checked in the graph; everything
+    else, and any file that fails a check, goes through Pillow (`decode_pair`: any format, the
+    reason named). Both give the same pixels (tests/test_data.py checks it on real photos).
+    """
+    paths = tf.data.Dataset.from_tensor_slices((
+        [str(p[1]) for p in pairs], [str(p[2]) for p in pairs],
+        [_graph_format(p[1], p[2], config) for p in pairs]))
 
     def read(image_path, mask_path):
         image, mask, reason, note = decode_pair(Path(image_path.decode()),
@@ -336,19 +348,67 @@ def decoded_examples(pairs: list, config, encoding: str, fitted: bool = True) ->
             return np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), np.uint8), reason, ""
         return image, mask, "", note or ""
 
-    def decode(image_path, mask_path):
+    def with_pillow(image_path, mask_path):
         image, mask, reason, note = tf.numpy_function(
             read, [image_path, mask_path], [tf.uint8, tf.uint8, tf.string, tf.string])
         image.set_shape([None, None, 3])
         mask.set_shape([None, None])
+        return image, mask, reason, note
+
+    def decode(image_path, mask_path, graph_format):
+        image, mask, ok = _decode_in_graph(image_path, mask_path, graph_format, config, encoding)
+        image, mask, reason, note = tf.cond(
+            ok, lambda: (image, mask, tf.constant(""), tf.constant("")),
+            lambda: with_pillow(image_path, mask_path))
         if fitted:
-            image, mask = tf.cond(tf.equal(reason, ""),
-                                  lambda: fit_graph(image, mask, config),
+            image, mask = tf.cond(tf.equal(reason, ""), lambda: fit_graph(image, mask, config),
                                   lambda: (image, mask))
         return image, mask, reason, note
 
     return paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
         .prefetch(tf.data.AUTOTUNE)
+
+
+def _graph_format(image_path: Path, mask_path: Path, config) -> str:
+    """"jpeg" or "png" when TensorFlow's decoders read this pair as Pillow does, else "" (read
+    with Pillow). Looks at the headers only."""
+    if config.mask_colors or not Path(mask_path).is_file():
+        return ""
+    try:
+        with Image.open(image_path) as image, Image.open(mask_path) as mask:
+            if mask.format != "PNG" or mask.mode != "L" or image.mode not in ("RGB", "L"):
+                return ""
+            if image.width * image.height > MAX_PIXELS:
+                return ""
+            return {"JPEG": "jpeg", "PNG": "png"}.get(image.format, "")
+    except (OSError, SyntaxError, ValueError):
+        return ""
+
+
+def _decode_in_graph(image_path, mask_path, graph_format, config, encoding):
+    """(image, class mask, ok) of a plain pair, decoded and checked in graph ops; `ok` False for
+    a pair Pillow must read (and name the reason for)."""
+    def decode():
+        data = tf.io.read_file(image_path)
+        image = tf.cond(tf.equal(graph_format, "jpeg"),
+                        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                        lambda: tf.io.decode_png(data, channels=3))
+        mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)[..., 0]
+        present = tf.math.bincount(tf.cast(mask, tf.int32), minlength=256, maxlength=256) > 0
+        same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(mask)))
+        if encoding == "trimap":
+            ok = ~tf.reduce_any(present[0:1]) & ~tf.reduce_any(present[4:])
+            classes = tf.gather(tf.constant(TRIMAP_CLASSES[config.labels]), tf.cast(mask, tf.int32))
+        else:
+            zero_or_255 = ~tf.reduce_any(present[1:255])
+            classes = tf.where(zero_or_255, tf.cast(mask == 255, tf.uint8), mask)
+            ok = zero_or_255 | ~tf.reduce_any(present[config.num_classes:])
+        return image, classes, same_size & ok
+
+    def skip():
+        return tf.zeros([0, 0, 3], tf.uint8), tf.zeros([0, 0], tf.uint8), tf.constant(False)
+
+    return tf.cond(tf.equal(graph_format, ""), skip, decode)
 
 
 def fit_graph(image, mask, config):
