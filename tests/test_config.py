@@ -7,8 +7,14 @@ import re
 
 import pytest
 
-from unet_tf.config import (PRESETS, Config, ConfigError, add_config_flags, config_from_args,
-                            preset)
+from unet_tf.config import (
+    PRESETS,
+    Config,
+    ConfigError,
+    add_config_flags,
+    config_from_args,
+    preset,
+)
 
 
 def parse(*argv):

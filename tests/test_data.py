@@ -562,13 +562,14 @@ def test_config_json_of_a_folder_run_reloads_the_same_data(folder_dataset, tmp_p
 def test_plain_files_decode_in_the_graph_as_pillow_reads_them(tmp_path, pets_sample_or_synthetic):
     """The fast path (TensorFlow's decoders) and the Pillow path give the same pixels and classes
     for every pair, odd files included (those go through Pillow)."""
-    from unet_tf.data.sources import _graph_format, _oxford_pairs, decode_pair, decoded_examples
+    from unet_tf.data.decoding import _graph_format, decode_pair, decoded_examples
+    from unet_tf.data.sources import _oxford_pairs
 
     config = oxford_config(pets_sample_or_synthetic)
     pairs, _ = _oxford_pairs(config, "train")
     formats = [_graph_format(p[1], p[2], config) for p in pairs]
     assert formats.count("jpeg") > len(pairs) // 2  # most take the fast path
-    fast = list(decoded_examples(pairs, config, "trimap", fitted=False).as_numpy_iterator())
+    fast = list(decoded_examples(pairs, config, "trimap", fitted=False))
     for (name, image_path, mask_path), (image, mask, reason, _) in zip(pairs, fast):
         expected_image, expected_mask, expected_reason, _ = decode_pair(image_path, mask_path,
                                                                         config, "trimap")

@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 
 from unet_tf import losses, metrics
-from unet_tf.model import (SCRATCH_BN_MOMENTUM, SKIP_LAYERS, WeightsUnavailableError,
-                           build_unet, imagenet_weights_file, set_encoder_trainable)
+from unet_tf.model import (
+    SCRATCH_BN_MOMENTUM,
+    SKIP_LAYERS,
+    WeightsUnavailableError,
+    build_unet,
+    imagenet_weights_file,
+    set_encoder_trainable,
+)
 
 CLASS_NAMES = ("pet", "background", "border")
 

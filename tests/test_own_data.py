@@ -226,15 +226,16 @@ def test_streamed_batches_equal_in_memory_batches(own_data, tmp_path, resize, ca
     kwargs = dict(augment=True, augment_scale=0.2, augment_rotation=10.0, augment_color=0.1,
                   patch_size=32, foreground_crops=0.5, background=0)
     in_memory, _ = data.load_splits(config)
-    streamed, _ = data.load_splits(config, stream=True)
+    streamed, _ = data.load_splits(config, stream=True,
+                                   cache_dir=tmp_path / "cache" if cache == "disk" else None)
     assert streamed.streamed and streamed.names == in_memory.names
     # (counted at native size when streamed, at the training size in memory)
     np.testing.assert_allclose(streamed.class_shares(2), in_memory.class_shares(2), atol=0.01)
     arrays = data.make_dataset(in_memory.images, in_memory.masks, 3, training=True, seed=7,
                                **kwargs)
-    files = streaming.make_streamed_dataset(streamed, config, 3, 7,
-                                            tmp_path / "cache" if cache == "disk" else None,
-                                            **kwargs)
+    if cache == "disk":  # every training photo decoded once, into the cache
+        assert all(f[3].parent == tmp_path / "cache" and f[3].is_file() for f in streamed.files)
+    files = streaming.make_streamed_dataset(streamed, config, 3, 7, **kwargs)
     for _ in range(2):  # two epochs: the same order and the same changes, anew each epoch
         for (x1, y1), (x2, y2) in zip(arrays, files, strict=True):
             np.testing.assert_array_equal(y1.numpy(), y2.numpy())

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from fake_tfds import examples, mock_oxford_iiit_pet
+
 from unet_tf import data
 from unet_tf.config import preset
 

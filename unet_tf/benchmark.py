@@ -36,8 +36,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from unet_tf.cli import command_parser, positive_int, run_command
 from unet_tf import data
+from unet_tf.cli import command_parser, positive_int, run_command
 from unet_tf.config import preset
 from unet_tf.data import synthetic
 from unet_tf.data.sources import oxford_list_names
@@ -45,7 +45,6 @@ from unet_tf.images import write_png
 from unet_tf.outputs import BENCHMARK_FORMAT, check_report_file
 from unet_tf.run_files import write_json
 from unet_tf.training import build_model
-
 
 # --- the tutorial-style reference pipeline ------------------------------------------------------
 

@@ -30,7 +30,6 @@ import re
 import sys
 from pathlib import Path
 
-
 from unet_tf import data, plots, postprocess
 from unet_tf.cli import add_tta_argument, command_parser, run_command
 from unet_tf.config import DATASETS, LABEL_MODES, Config, ConfigError, preset

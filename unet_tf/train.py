@@ -35,20 +35,44 @@ import numpy as np
 import tensorflow as tf
 
 from unet_tf import averaging, data, plots
-from unet_tf.data import streaming
 from unet_tf.cli import command_parser, run_command
 from unet_tf.config import Config, ConfigError, add_config_flags, config_from_args
-from unet_tf.distribute import is_chief, make_strategy, prepare_multi_worker_fit, shard_by_data
+from unet_tf.data import streaming
+from unet_tf.distribute import (
+    is_chief,
+    make_strategy,
+    prepare_multi_worker_fit,
+    shard_by_data,
+)
 from unet_tf.evaluation import evaluate_split
 from unet_tf.inference import Policy
 from unet_tf.model import set_encoder_trainable
 from unet_tf.resume import EpochState, ResumableEarlyStopping, truncate_history
-from unet_tf.run import (BEST_EPOCH, CONFIG, HISTORY, METRICS, MODEL, Run, best_epoch,
-                         check_new_run_dir, open_run, read_history)
-from unet_tf.run_files import (AtomicModelCheckpoint, read_run_config, save_model_atomically,
-                               write_json)
-from unet_tf.training import (StopOnDivergence, TrainingDiverged, build_model, compile_model,
-                              training_model)
+from unet_tf.run import (
+    BEST_EPOCH,
+    CONFIG,
+    HISTORY,
+    METRICS,
+    MODEL,
+    Run,
+    best_epoch,
+    check_new_run_dir,
+    open_run,
+    read_history,
+)
+from unet_tf.run_files import (
+    AtomicModelCheckpoint,
+    read_run_config,
+    save_model_atomically,
+    write_json,
+)
+from unet_tf.training import (
+    StopOnDivergence,
+    TrainingDiverged,
+    build_model,
+    compile_model,
+    training_model,
+)
 
 # MultiWorkerMirroredStrategy's class is named after its implementation.
 STRATEGY_NAMES = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}
@@ -86,14 +110,14 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         strategy = make_strategy(config.strategy)
-        train_split, val_split = splits or _load_data(config)
+        train_split, val_split = splits or _load_data(config, run.path)
         for split in (train_split, val_split):
             print(data.summary(split, config.class_names))
         global_batch = _global_batch(config, strategy)
         steps = -(-len(train_split) // global_batch)
         model = build_model(config, strategy, steps_per_epoch=steps)  # saved and served
         trainer = training_model(model, config, strategy, steps)  # fit (a twin for crops)
-        batches = _batches(config, strategy, global_batch, train_split, val_split, run.path)
+        batches = _batches(config, strategy, global_batch, train_split, val_split)
         side = config.patch_size or config.model_size
         prepare_multi_worker_fit(trainer, strategy, (
             tf.zeros([global_batch, side, side, 3]), tf.zeros([global_batch, side, side], tf.int32)))
@@ -108,15 +132,16 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     return run.path
 
 
-def _load_data(config: Config) -> tuple:
-    """(train, validation) splits; the training split streamed from its files when it would not
-    fit in memory (or --cache disk or none asks for it)."""
+def _load_data(config: Config, run_path: Path) -> tuple:
+    """(train, validation) splits; the training split streamed from its files, or from a disk
+    cache in the run folder, when it would not fit in memory (or --cache asks for it)."""
     files = data.list_files(config, config.train_split)
     cache = "memory"
     if files is not None:
         cache, message = streaming.choose_cache(config, files)
         print(message)
-    return data.load_splits(config, stream=cache != "memory")
+    return data.load_splits(config, stream=cache != "memory",
+                            cache_dir=run_path / "cache" if cache == "disk" else None)
 
 
 def with_seed(config: Config) -> Config:
@@ -146,16 +171,14 @@ def _global_batch(config: Config, strategy) -> int:
     return config.batch_size * replicas
 
 
-def _batches(config: Config, strategy, global_batch: int, train_split, val_split,
-             run_path: Path) -> tuple:
+def _batches(config: Config, strategy, global_batch: int, train_split, val_split) -> tuple:
     """(training, validation) datasets, each worker taking its share of the batches."""
     crops = dict(patch_size=config.patch_size or config.model_size,
                  foreground_crops=config.foreground_crops,
                  background=data.background_class(config))
     if train_split.streamed:
-        cache = run_path / "cache" / "train" if config.cache != "none" else None
         training = streaming.make_streamed_dataset(
-            train_split, config, global_batch, config.seed, cache, augment=config.augment,
+            train_split, config, global_batch, config.seed, augment=config.augment,
             augment_scale=config.augment_scale, augment_rotation=config.augment_rotation,
             augment_color=config.augment_color,
             drop_remainder=isinstance(strategy, tf.distribute.TPUStrategy), **crops)

@@ -7,12 +7,26 @@
     >>> batches = data.make_dataset(train.images, train.masks, config.batch_size, training=True)
 """
 
-from unet_tf.data.preprocess import (augment_batch, make_dataset, normalize, resize_image,
-                                     resize_mask, trimap_to_classes)
 from unet_tf.data import geometry
-from unet_tf.data.sources import (DataError, DataUnavailableError, Split, background_class,
-                                  ensure_available, list_files, load_split, load_splits,
-                                  parse_split)
+from unet_tf.data.decoding import background_class
+from unet_tf.data.preprocess import (
+    augment_batch,
+    make_dataset,
+    normalize,
+    resize_image,
+    resize_mask,
+    trimap_to_classes,
+)
+from unet_tf.data.sources import (
+    DataError,
+    DataUnavailableError,
+    Split,
+    ensure_available,
+    list_files,
+    load_split,
+    load_splits,
+    parse_split,
+)
 
 
 def summary(split: Split, class_names) -> str:

@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
-from unet_tf.data import geometry, preprocess, synthetic
+from unet_tf.data import preprocess, synthetic
+from unet_tf.data.decoding import decoded_examples, fit
 from unet_tf.errors import UserError
-from unet_tf.config import parse_color
-from unet_tf.images import MAX_PIXELS, ImageReadError, read_image, read_label_mask
 from unet_tf.progress import progress
 
 TFDS_NAME = "oxford_iiit_pet:4.0.0"
@@ -98,21 +96,6 @@ class Split:
                      take(self.counts))
 
 
-def background_class(config) -> int:
-    """The class padding and crops treat as background: the one named so, else class 0."""
-    names = config.class_names
-    return names.index("background") if "background" in names else 0
-
-
-def fit(config, image, mask) -> tuple:
-    """uint8 (image, mask) numpy arrays fitted as `config.resize` says (see geometry.py)."""
-    if config.resize == "squash":  # the common case in one graph call
-        image, mask = preprocess.resize_example(image, mask, config.image_size)
-        return image.numpy(), mask.numpy()
-    return geometry.fit_to_model(image, mask, config.resize, config.image_size, config.scale,
-                                 background_class(config))
-
-
 def ensure_available(config) -> None:
     """Downloads and prepares oxford_iiit_pet when the configuration needs it; offline, fails in
     seconds with the offline options. Other sources are read where they are."""
@@ -120,7 +103,7 @@ def ensure_available(config) -> None:
         _tfds_builder()
 
 
-def load_split(config, split: str, stream: bool = False) -> Split:
+def load_split(config, split: str, stream: bool = False, cache_dir: Path | None = None) -> Split:
     """One split of the configured dataset, e.g. "train", "test" or "train[:80%]". With `stream`
     (local files only), the files are checked but not kept in memory: see streaming.py."""
     if config.dataset == "synthetic":
@@ -131,16 +114,17 @@ def load_split(config, split: str, stream: bool = False) -> Split:
     if config.dataset == "oxford_iiit_pet" and not config.data_dir:
         return _tfds_split(config, split)
     read = _oxford_split if config.dataset == "oxford_iiit_pet" else _folder_split
-    return read(config, split, stream)
+    return read(config, split, stream, cache_dir)
 
 
-def load_splits(config, train: bool = True, stream: bool = False) -> tuple:
+def load_splits(config, train: bool = True, stream: bool = False,
+                cache_dir: Path | None = None) -> tuple:
     """(train, validation) `Split`s for a `Config`; with `train=False` only the validation split
     is loaded (the first item is None), which costs less when none is carved out of training.
     With `stream` the training split is streamed (its files checked, not kept); validation is
-    always held in memory."""
+    always held in memory. With `cache_dir` a streamed split is decoded once, into it."""
     if not config.validation_fraction:
-        return (load_split(config, config.train_split, stream) if train else None,
+        return (load_split(config, config.train_split, stream, cache_dir) if train else None,
                 load_split(config, config.val_split))
     if config.dataset == "oxford_iiit_pet" and not config.data_dir:
         # tfds slices its (already shuffled) records.
@@ -148,7 +132,7 @@ def load_splits(config, train: bool = True, stream: bool = False) -> tuple:
         base = config.train_split
         return (_tfds_split(config, f"{base}[:{percent}%]"),
                 _tfds_split(config, f"{base}[{percent}%:]"))
-    training, validation = _carve(load_split(config, config.train_split, stream),
+    training, validation = _carve(load_split(config, config.train_split, stream, cache_dir),
                                   config.validation_fraction)
     if validation.streamed:  # the carved validation part is read into memory
         validation = _read_pairs(validation.name, validation.files, config, validation.encoding,
@@ -259,166 +243,39 @@ def _slice(items: list, start, stop) -> list:
     return items[index(start):index(stop)]
 
 
-# preprocess.trimap_to_classes as lookup tables, for numpy: trimap value -> class index.
-TRIMAP_CLASSES = {"trimap": np.array([0, 0, 1, 2] + [0] * 252, np.uint8),
-                  "binary": np.array([0, 1, 0, 1] + [0] * 252, np.uint8)}
-
-
-def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
-    """(image, mask, None, note) at native size, the mask as class indices, or
-    (None, None, reason, None) for a pair that cannot be used."""
-    if not mask_path.is_file():
-        return None, None, f"no mask ({mask_path.name} missing)", None
-    colors = ([parse_color(entry.split("=", 1)[1]) for entry in config.mask_colors]
-              if config.mask_colors else None)
-    try:
-        image = read_image(image_path)
-        mask, note = read_label_mask(mask_path, colors)
-    except ImageReadError as error:
-        return None, None, str(error), None
-    if image.shape[:2] != mask.shape:
-        return None, None, (f"image is {image.shape[1]}x{image.shape[0]} but its mask is "
-                            f"{mask.shape[1]}x{mask.shape[0]}"), None
-    values = np.flatnonzero(np.bincount(mask.reshape(-1), minlength=256))  # O(n), not a sort
-    if encoding == "trimap":
-        bad = values[(values < 1) | (values > 3)]
-        if bad.size:
-            return None, None, f"trimap values {bad.tolist()} outside 1/2/3", None
-        mask = TRIMAP_CLASSES[config.labels][mask]
-    else:
-        if set(values.tolist()) <= {0, 255}:
-            mask = (mask == 255).astype(np.uint8)  # 0/255 binary masks
-        elif config.labels == "binary":
-            if values.max() > 1:
-                return None, None, (f"binary mask values {values.tolist()}: expected 0/1 or "
-                                    "0/255"), None
-        if mask.max() >= config.num_classes:
-            return None, None, (f"mask values {values.tolist()} outside the "
-                                f"{config.num_classes} classes {list(config.class_names)}"), None
-    return image, mask.astype(np.uint8), None, note
-
-
 def _read_pairs(split: str, pairs: list, config, encoding: str, skipped: list,
-                stream: bool = False) -> Split:
+                stream: bool = False, cache_dir: Path | None = None) -> Split:
     """Reads (name, image path, mask path) triples, decoded in parallel and fitted in one graph
     (`decoded_examples`), with a progress bar. With `stream`, each file is checked and its
-    classes counted, and nothing is kept."""
+    classes counted, and nothing is kept in memory; with `cache_dir` too, each example is
+    written there fitted (uint8 .npz), for the epochs to read back instead of decoding."""
     images, masks, names, notes, files, counts = [], [], [], [], [], []
-    dataset = decoded_examples(pairs, config, encoding, fitted=not stream)
-    for pair, (image, mask, reason, note) in progress(zip(pairs, dataset.as_numpy_iterator()),
-                                                      f"{split:>10}", total=len(pairs),
-                                                      unit="img"):
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    decoded = decoded_examples(pairs, config, encoding, fitted=not stream or cache_dir is not None)
+    for index, (pair, (image, mask, reason, note)) in enumerate(progress(
+            zip(pairs, decoded), f"{split:>10}", total=len(pairs), unit="img")):
         if reason:
             skipped.append((pair[0], reason.decode()))
             continue
         names.append(pair[0])
         if note:
             notes.append((pair[0], note.decode()))
-        if stream:
-            files.append(pair)
-            counts.append(np.bincount(mask.reshape(-1), minlength=256))
-        else:
+        if not stream:
             images.append(image)
             masks.append(mask)
+            continue
+        if cache_dir is not None:
+            cached = Path(cache_dir) / f"{index:06d}.npz"
+            np.savez(cached, image=image, mask=mask)
+            pair = (*pair[:3], cached)
+        files.append(pair)
+        counts.append(np.bincount(mask.reshape(-1), minlength=256))
     if stream:
         if not files:
             _stack(split, [], [], [], skipped, config)  # raises: nothing usable
         return Split(split, None, None, names, skipped, notes, files, encoding, counts)
     return _stack(split, images, masks, names, skipped, config, notes)
-
-
-def decoded_examples(pairs: list, config, encoding: str, fitted: bool = True) -> tf.data.Dataset:
-    """(image, mask, reason, note) of each (name, image path, mask path), in order: decoded on all
-    cores, then fitted in graph ops (`fit_graph`, one trace for every photo size) unless not
-    `fitted`. A pair that cannot be used comes with its reason and empty arrays.
-
-    Plain files (an RGB or grayscale JPEG or PNG, a grayscale PNG mask) are decoded by
-    TensorFlow's own ops, as the tutorial's pipeline does, and checked in the graph; everything
-    else, and any file that fails a check, goes through Pillow (`decode_pair`: any format, the
-    reason named). Both give the same pixels (tests/test_data.py checks it on real photos).
-    """
-    paths = tf.data.Dataset.from_tensor_slices((
-        [str(p[1]) for p in pairs], [str(p[2]) for p in pairs],
-        [_graph_format(p[1], p[2], config) for p in pairs]))
-
-    def read(image_path, mask_path):
-        image, mask, reason, note = decode_pair(Path(image_path.decode()),
-                                                Path(mask_path.decode()), config, encoding)
-        if reason:
-            return np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), np.uint8), reason, ""
-        return image, mask, "", note or ""
-
-    def with_pillow(image_path, mask_path):
-        image, mask, reason, note = tf.numpy_function(
-            read, [image_path, mask_path], [tf.uint8, tf.uint8, tf.string, tf.string])
-        image.set_shape([None, None, 3])
-        mask.set_shape([None, None])
-        return image, mask, reason, note
-
-    def decode(image_path, mask_path, graph_format):
-        image, mask, ok = _decode_in_graph(image_path, mask_path, graph_format, config, encoding)
-        image, mask, reason, note = tf.cond(
-            ok, lambda: (image, mask, tf.constant(""), tf.constant("")),
-            lambda: with_pillow(image_path, mask_path))
-        if fitted:
-            image, mask = tf.cond(tf.equal(reason, ""), lambda: fit_graph(image, mask, config),
-                                  lambda: (image, mask))
-        return image, mask, reason, note
-
-    return paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
-        .prefetch(tf.data.AUTOTUNE)
-
-
-def _graph_format(image_path: Path, mask_path: Path, config) -> str:
-    """"jpeg" or "png" when TensorFlow's decoders read this pair as Pillow does, else "" (read
-    with Pillow). Looks at the headers only."""
-    if config.mask_colors or not Path(mask_path).is_file():
-        return ""
-    try:
-        with Image.open(image_path) as image, Image.open(mask_path) as mask:
-            if mask.format != "PNG" or mask.mode != "L" or image.mode not in ("RGB", "L"):
-                return ""
-            if image.width * image.height > MAX_PIXELS:
-                return ""
-            return {"JPEG": "jpeg", "PNG": "png"}.get(image.format, "")
-    except (OSError, SyntaxError, ValueError):
-        return ""
-
-
-def _decode_in_graph(image_path, mask_path, graph_format, config, encoding):
-    """(image, class mask, ok) of a plain pair, decoded and checked in graph ops; `ok` False for
-    a pair Pillow must read (and name the reason for)."""
-    def decode():
-        data = tf.io.read_file(image_path)
-        image = tf.cond(tf.equal(graph_format, "jpeg"),
-                        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-                        lambda: tf.io.decode_png(data, channels=3))
-        mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)[..., 0]
-        present = tf.math.bincount(tf.cast(mask, tf.int32), minlength=256, maxlength=256) > 0
-        same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(mask)))
-        if encoding == "trimap":
-            ok = ~tf.reduce_any(present[0:1]) & ~tf.reduce_any(present[4:])
-            classes = tf.gather(tf.constant(TRIMAP_CLASSES[config.labels]), tf.cast(mask, tf.int32))
-        else:
-            zero_or_255 = ~tf.reduce_any(present[1:255])
-            classes = tf.where(zero_or_255, tf.cast(mask == 255, tf.uint8), mask)
-            ok = zero_or_255 | ~tf.reduce_any(present[config.num_classes:])
-        return image, classes, same_size & ok
-
-    def skip():
-        return tf.zeros([0, 0, 3], tf.uint8), tf.zeros([0, 0], tf.uint8), tf.constant(False)
-
-    return tf.cond(tf.equal(graph_format, ""), skip, decode)
-
-
-def fit_graph(image, mask, config):
-    """`fit` in graph ops: the same operations, so the same arrays."""
-    if config.resize == "squash":
-        return (preprocess.resize_image(image, config.image_size),
-                preprocess.resize_mask(mask, config.image_size))
-    if config.resize == "pad":
-        return geometry.letterbox(image, mask, config.image_size, background_class(config))
-    return geometry.rescale(image, mask, config.scale)
 
 
 def _stack(split, images, masks, names, skipped, config, notes=()) -> Split:
@@ -448,10 +305,10 @@ def list_files(config, split: str) -> list | None:
         config, split)[0]
 
 
-def _oxford_split(config, split: str, stream: bool = False) -> Split:
+def _oxford_split(config, split: str, stream: bool = False, cache_dir=None) -> Split:
     """A split of a local copy laid out as the dataset's archives unpack."""
     pairs, skipped = _oxford_pairs(config, split)
-    return _read_pairs(split, pairs, config, "trimap", skipped, stream)
+    return _read_pairs(split, pairs, config, "trimap", skipped, stream, cache_dir)
 
 
 def _oxford_pairs(config, split: str) -> tuple:
@@ -487,9 +344,10 @@ def _oxford_pairs(config, split: str) -> tuple:
     return pairs, skipped
 
 
-def _folder_split(config, split: str, stream: bool = False) -> Split:
+def _folder_split(config, split: str, stream: bool = False, cache_dir=None) -> Split:
     """A user's images/ + masks/ (or <split>/images/ + <split>/masks/)."""
-    return _read_pairs(split, _folder_pairs(config, split)[0], config, "index", [], stream)
+    return _read_pairs(split, _folder_pairs(config, split)[0], config, "index", [], stream,
+                       cache_dir)
 
 
 def _folder_pairs(config, split: str) -> tuple:

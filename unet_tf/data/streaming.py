@@ -2,8 +2,8 @@
 
     memory  every training photo decoded once and held as uint8 arrays (the default while they
             fit --memory-budget-gb: the fastest);
-    disk    decoded in the first epoch into a tf.data cache file in the run folder, read back
-            from it in the others;
+    disk    decoded once, when the run starts, into one uint8 file per photo in the run folder's
+            cache/, read back from there every epoch;
     none    decoded from the files again every epoch, in parallel.
 
 `auto` picks memory when the estimate, printed before any photo is decoded, fits the budget (half
@@ -23,7 +23,7 @@ import tensorflow as tf
 from PIL import Image
 
 from unet_tf.data import geometry, preprocess
-from unet_tf.data.sources import decode_pair, fit_graph
+from unet_tf.data.decoding import decode_pair, fit_graph
 
 
 def machine_memory() -> int:
@@ -64,46 +64,44 @@ def choose_cache(config, files: list) -> tuple:
     return cache, message
 
 
-def examples(split, config, training: bool, seed: int | None, cache_file: Path | None = None):
+def examples(split, config, training: bool, seed: int | None):
     """uint8 (image, mask) examples of a streamed split, fitted as training stores them, in the
-    order the in-memory arrays would take (shuffled when `training`); with `cache_file` decoded
-    once into it."""
-    names, images, masks = zip(*split.files)
-    paths = tf.data.Dataset.from_tensor_slices(([str(p) for p in images], [str(p) for p in masks]))
-    shuffle = dict(buffer_size=min(config.shuffle_buffer, len(names)), seed=seed,
-                   reshuffle_each_iteration=True)
-    if training and cache_file is None:
-        paths = paths.shuffle(**shuffle)  # cheap: paths, not photos
-    def read(image_path, mask_path):
-        image, mask, reason, _ = decode_pair(Path(image_path.decode()), Path(mask_path.decode()),
+    order the in-memory arrays would take (shuffled when `training`): read back from the disk
+    cache when the split was decoded into one, else decoded from the files."""
+    cached = len(split.files[0]) > 3
+    sources = [str(f[3]) for f in split.files] if cached else [str(f[1]) for f in split.files]
+    paths = tf.data.Dataset.from_tensor_slices((sources, [str(f[2]) for f in split.files]))
+    if training:  # cheap: paths, not photos, so the whole split is one buffer, as in memory
+        paths = paths.shuffle(min(config.shuffle_buffer, len(split.files)), seed=seed,
+                              reshuffle_each_iteration=True)
+
+    def read(source, mask_path):
+        if cached:
+            with np.load(source.decode()) as arrays:
+                return arrays["image"], arrays["mask"]
+        image, mask, reason, _ = decode_pair(Path(source.decode()), Path(mask_path.decode()),
                                              config, split.encoding)
         if reason:  # checked when the split was loaded: the file changed since
-            raise ValueError(f"{image_path.decode()}: {reason}")
+            raise ValueError(f"{source.decode()}: {reason}")
         return image, mask
 
-    def decode(image_path, mask_path):
-        image, mask = tf.numpy_function(read, [image_path, mask_path], [tf.uint8, tf.uint8])
+    def decode(source, mask_path):
+        image, mask = tf.numpy_function(read, [source, mask_path], [tf.uint8, tf.uint8])
         image.set_shape([None, None, 3])
         mask.set_shape([None, None])
-        return fit_graph(image, mask, config)
+        return (image, mask) if cached else fit_graph(image, mask, config)
 
-    dataset = paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache_file is not None:
-        Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
-        dataset = dataset.cache(str(cache_file))
-        if training:
-            dataset = dataset.shuffle(**shuffle)
-    return dataset
+    return paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def make_streamed_dataset(split, config, batch_size: int, seed: int | None,
-                          cache_file: Path | None = None, **batching) -> tf.data.Dataset:
+                          **batching) -> tf.data.Dataset:
     """Training batches of a streamed split, as `preprocess.make_dataset` makes them from arrays
     (`batching`: its augmentation, crop and background arguments)."""
     native = config.resize == "none"
     return preprocess.batch_examples(
-        examples(split, config, True, seed, cache_file), batch_size, training=True,
-        native=native, side=None if native else config.image_size, seed=seed, **batching)
+        examples(split, config, True, seed), batch_size, training=True, native=native,
+        side=None if native else config.image_size, seed=seed, **batching)
 
 
 def sample_images(split, config, count: int = 512) -> np.ndarray:
