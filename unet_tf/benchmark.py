@@ -43,6 +43,7 @@ from unet_tf.data import synthetic
 from unet_tf.data.sources import oxford_list_names
 from unet_tf.images import write_png
 from unet_tf.outputs import BENCHMARK_FORMAT, check_report_file
+from unet_tf.progress import progress
 from unet_tf.run_files import write_json
 from unet_tf.training import build_model
 
@@ -197,7 +198,7 @@ def measure_training(variants: dict, rounds: int) -> dict:
         keras.utils.set_random_seed(0)
         models[name], timers[name] = build_model(config), _EpochTimer()
         models[name].fit(batches, epochs=1, steps_per_epoch=steps, verbose=0)
-    for _ in range(rounds):
+    for _ in progress(range(rounds), "training rounds", unit="round"):
         for name, (config, batches, steps) in variants.items():
             models[name].fit(batches, epochs=1, steps_per_epoch=steps, callbacks=[timers[name]],
                              verbose=0)
