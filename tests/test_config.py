@@ -29,7 +29,8 @@ def test_every_preset_builds_its_model(name):
     input size, classes and decoder the preset says."""
     from unet_tf.training import build_model
 
-    config = preset(name)
+    needs_folder = PRESETS[name].get("dataset") == "folder"
+    config = preset(name, **({"data_dir": "my_data"} if needs_folder else {}))
     model = build_model(dataclasses.replace(config, encoder_weights="none"))
     assert model.output_shape == (None, config.image_size, config.image_size, config.num_classes)
     up_blocks = [layer for layer in model.layers if layer.name.startswith("up_")]
@@ -51,6 +52,19 @@ def test_tutorial_preset_has_the_tutorial_values():
     assert (config.train_split, config.val_split) == ("train", "test")
     assert config.class_names == ("pet", "background", "border")
     assert config.num_classes == 3
+
+
+def test_own_data_preset_reads_a_folder_of_binary_masks():
+    """The README's own-data command: a folder, binary masks unless --labels says otherwise, and
+    small-data's recipe with validation carved from the training images."""
+    config = parse("--preset", "own-data", "--data-dir", "my_data")
+    assert (config.dataset, config.labels, config.data_dir) == ("folder", "binary", "my_data")
+    assert config.validation_fraction == 0.2 and config.encoder_weights == "none"
+    indexed = parse("--preset", "own-data", "--data-dir", "my_data", "--labels", "index",
+                    "--classes", "background", "road", "building")
+    assert indexed.class_names == ("background", "road", "building")
+    with pytest.raises(ConfigError, match="needs data_dir"):
+        parse("--preset", "own-data")
 
 
 def test_quickstart_preset_is_offline_and_small():

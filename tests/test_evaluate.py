@@ -96,6 +96,8 @@ def test_evaluate_cli_hand_computed(hand_case, tmp_path, capsys):
     assert binary["mean_iou_per_image"] == pytest.approx(EXPECTED["mean_iou_per_image"])
     assert (tmp_path / "report_confusion.png").is_file()
     assert "foreground" in printed and "0.5000" in printed
+    # A binary model's objects are its foreground class, not pets.
+    assert "foreground vs background: Dice 0.5000" in printed and "pet" not in printed
 
 
 def test_binary_scores_empty_images_score_one():

@@ -73,7 +73,10 @@ def format_report(report: dict, class_names) -> str:
     rows.append(f"pixel accuracy {report['pixel_accuracy']:.4f}")
     if "pet_vs_background" in report:
         b = report["pet_vs_background"]
-        rows.append(f"pet vs background: Dice {b['dice']:.4f} (mean per image "
+        # The JSON key keeps its name; the line names what it measures for this model's classes.
+        objects = "pet" if "pet" in class_names else " + ".join(
+            name for name in class_names if name != "background")
+        rows.append(f"{objects} vs background: Dice {b['dice']:.4f} (mean per image "
                     f"{b['mean_dice_per_image']:.4f}), IoU {b['iou']:.4f} (mean per image "
                     f"{b['mean_iou_per_image']:.4f})")
     return "\n".join(rows)
