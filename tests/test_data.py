@@ -579,6 +579,35 @@ def test_plain_files_decode_in_the_graph_as_pillow_reads_them(tmp_path, pets_sam
             np.testing.assert_array_equal(mask, expected_mask, err_msg=name)
 
 
+def test_fitted_examples_leave_the_graph_in_order_with_every_reason(tmp_path):
+    """Fitted to the model's size, examples leave the graph in batches: over several batches, with
+    a file TensorFlow fails to decode and a mask that fails its check in different batches, every
+    example keeps its place and its reason, and its arrays are Pillow's, fitted."""
+    from unet_tf.data.decoding import decode_pair, fit
+
+    names = [f"cat_{i}" for i in range(70)]
+    make_oxford_copy(tmp_path, names, {"trainval.txt": names, "test.txt": names[:1]})
+    damaged = tmp_path / "images" / "cat_5.jpg"
+    damaged.write_bytes(damaged.read_bytes()[:400])  # a header, then nothing
+    trimap_path = tmp_path / "annotations" / "trimaps" / "cat_40.png"
+    trimap = np.asarray(Image.open(trimap_path)).copy()
+    trimap[0, 0] = 7
+    write_png(trimap_path, trimap)
+    config = oxford_config(tmp_path)
+    train = data.load_split(config, "train")
+    assert train.names == [n for n in names if n not in ("cat_5", "cat_40")]
+    reasons = dict(train.skipped)
+    assert sorted(reasons) == ["cat_40", "cat_5"]
+    assert "[7]" in reasons["cat_40"] and "cat_5.jpg" in reasons["cat_5"]
+    for row, name in enumerate(train.names):
+        image, mask, _, _ = decode_pair(tmp_path / "images" / f"{name}.jpg",
+                                        tmp_path / "annotations" / "trimaps" / f"{name}.png",
+                                        config, "trimap")
+        expected_image, expected_mask = fit(config, image, mask)
+        np.testing.assert_array_equal(train.images[row], expected_image, err_msg=name)
+        np.testing.assert_array_equal(train.masks[row], expected_mask, err_msg=name)
+
+
 @pytest.fixture
 def pets_sample_or_synthetic(tmp_path):
     from conftest import PETS_SAMPLE

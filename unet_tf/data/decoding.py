@@ -103,6 +103,15 @@ def decoded_examples(pairs: list, config, encoding: str, fitted: bool = True):
         mask.set_shape([None, None])
         return image, mask, reason, note
 
+    # Fitted to the model's square (--resize squash or pad), every example has one shape, and
+    # they leave the graph in batches: far fewer round trips into Python than one per photo.
+    side = config.image_size if fitted and config.resize != "none" else None
+
+    def unusable(image, mask):
+        if side is None:
+            return image, mask
+        return tf.zeros([side, side, 3], tf.uint8), tf.zeros([side, side], tf.uint8)
+
     def decode(index, paths_and_format):
         image_path, mask_path, graph_format = paths_and_format
         image, mask, ok = _decode_in_graph(image_path, mask_path, graph_format, config, encoding)
@@ -111,18 +120,30 @@ def decoded_examples(pairs: list, config, encoding: str, fitted: bool = True):
             lambda: with_pillow(image_path, mask_path))
         if fitted:
             image, mask = tf.cond(tf.equal(reason, ""), lambda: fit_graph(image, mask, config),
-                                  lambda: (image, mask))
+                                  lambda: unusable(image, mask))
+        if side is not None:
+            image.set_shape([side, side, 3])
+            mask.set_shape([side, side])
         return index, (image, mask, reason, note)
 
     # A file TensorFlow's decoder fails on inside the graph is dropped there, and read here.
     dataset = paths.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE,
-                                    deterministic=True).ignore_errors().prefetch(tf.data.AUTOTUNE)
+                                    deterministic=True).ignore_errors()
+    if side is not None:
+        dataset = dataset.batch(32)
     expected = 0
-    for index, item in dataset.as_numpy_iterator():
-        for missing in range(expected, index):
-            yield _with_pillow(pairs[missing], config, encoding, fitted)
-        yield item
-        expected = index + 1
+    for indices, items in dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+        if side is None:
+            indices, items = [indices], [items]
+        else:
+            items = zip(*items)
+        for index, (image, mask, reason, note) in zip(indices, items):
+            for missing in range(expected, index):
+                yield _with_pillow(pairs[missing], config, encoding, fitted)
+            if reason:
+                image, mask = np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), np.uint8)
+            yield image, mask, reason, note
+            expected = index + 1
     for missing in range(expected, len(pairs)):
         yield _with_pillow(pairs[missing], config, encoding, fitted)
 
@@ -161,15 +182,16 @@ def _decode_in_graph(image_path, mask_path, graph_format, config, encoding):
                         lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
                         lambda: tf.io.decode_png(data, channels=3))
         mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)[..., 0]
-        present = tf.math.bincount(tf.cast(mask, tf.int32), minlength=256, maxlength=256) > 0
         same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(mask)))
+        # The checks of `decode_pair` as element-wise reductions (a histogram of every mask
+        # cost as much as decoding it).
         if encoding == "trimap":
-            ok = ~tf.reduce_any(present[0:1]) & ~tf.reduce_any(present[4:])
-            classes = tf.gather(tf.constant(TRIMAP_CLASSES[config.labels]), tf.cast(mask, tf.int32))
+            ok = (tf.reduce_min(mask) >= 1) & (tf.reduce_max(mask) <= 3)
+            classes = preprocess.trimap_to_classes(mask, config.labels)
         else:
-            zero_or_255 = ~tf.reduce_any(present[1:255])
+            zero_or_255 = ~tf.reduce_any((mask > 0) & (mask < 255))
             classes = tf.where(zero_or_255, tf.cast(mask == 255, tf.uint8), mask)
-            ok = zero_or_255 | ~tf.reduce_any(present[config.num_classes:])
+            ok = zero_or_255 | (tf.reduce_max(mask) < config.num_classes)
         return image, classes, same_size & ok
 
     def skip():
