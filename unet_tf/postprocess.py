@@ -8,7 +8,7 @@ Steps, applied in this order when named in `--postprocess` (comma-separated):
 
 `none` (or an empty string) changes nothing. The default, `auto`, is `largest,fill` for models
 trained on oxford_iiit_pet (one pet per photo: on the real sample's test split it raised binary pet
-Dice by 0.002-0.004 for each of four models, see the README) and `none` for every other model,
+Dice by up to 0.004 for each of four models, see docs/small-data.md) and `none` for every other model,
 whose masks may hold several objects that `largest` would delete.
 """
 

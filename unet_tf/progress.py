@@ -21,18 +21,26 @@ def interactive() -> bool:
     return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
+# In a log, a line at a tenth only once this long after the last: a step that is over in a moment
+# gets its last line alone, not ten.
+LOG_INTERVAL_S = 1.0
+
+
 def progress(iterable, desc: str, total: int | None = None, unit: str = "it"):
     """`iterable`, reporting how far it got: a tqdm bar when interactive, otherwise a line on
-    standard error at every tenth of `total` (and at the end)."""
+    standard error at every tenth of `total` (at most one a second) and at the end."""
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)
     if interactive():
         yield from tqdm(iterable, desc=desc, total=total, unit=unit, leave=False)
         return
     started, step, done = time.perf_counter(), max((total or 0) // 10, 1), 0
+    last = started
     for item in iterable:
         yield item
         done += 1
-        if total and (done % step == 0 or done == total):
-            print(f"{desc}: {done}/{total} {unit} ({time.perf_counter() - started:.0f} s)",
-                  file=sys.stderr, flush=True)
+        now = time.perf_counter()
+        if total and (done == total or (done % step == 0 and now - last >= LOG_INTERVAL_S)):
+            print(f"{desc}: {done}/{total} {unit} ({now - started:.0f} s)", file=sys.stderr,
+                  flush=True)
+            last = now
