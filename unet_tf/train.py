@@ -67,6 +67,7 @@ from unet_tf.run_files import (
     write_json,
 )
 from unet_tf.training import (
+    StopOnCtrlC,
     StopOnDivergence,
     TrainingDiverged,
     build_model,
@@ -242,8 +243,9 @@ def fit_phases(model, run: Run, config: Config, strategy, kit: Callbacks, batche
     training, validation = batches
 
     def fit(first: int, end: int) -> None:
-        model.fit(training, validation_data=validation, initial_epoch=first, epochs=end,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+        with StopOnCtrlC() as ctrl_c:
+            model.fit(training, validation_data=validation, initial_epoch=first, epochs=end,
+                      callbacks=[*callbacks, ctrl_c], verbose=verbose, shuffle=False)
 
     state = run.state
     try:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 
 import keras
 import tensorflow as tf
@@ -132,6 +134,42 @@ def compile_model(model: keras.Model, config: Config, learning_rate_scale: float
         jit_compile=use_xla(config),
         steps_per_execution=config.steps_per_execution,
     )
+
+
+class StopOnCtrlC(keras.callbacks.Callback):
+    """Ctrl-C while training raises KeyboardInterrupt at the end of the running batch, from this
+    callback, the last of the list: every other callback has then finished its epoch (the
+    history and the resume state agree), and nothing swallows it. Python's own handler raises
+    wherever the program happens to be, which can be a finalizer that ignores it; then Ctrl-C did
+    nothing. A second Ctrl-C raises at once. Use as a context manager around `fit`: it holds the
+    SIGINT handler for that long (in the main thread only)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pressed = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _check(self, *args, **kwargs):
+        if self.pressed:
+            self.pressed = False
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _check
 
 
 class TrainingDiverged(RuntimeError):
