@@ -1,5 +1,6 @@
 """--average-weights: the mean of the weights from the best epoch on, BatchNorm measured again."""
 
+import csv
 import json
 
 import keras
@@ -124,3 +125,54 @@ def test_plateau_average_restarts_at_a_new_best_and_resumes_from_its_state():
     assert averager.epochs == (3, 4)
     for w in averager.average():
         np.testing.assert_allclose(w, (3 + 5) / 2)
+
+
+def test_without_validation_every_example_trains_and_the_last_quarter_is_averaged(
+        tmp_path, monkeypatch, capsys):
+    from unet_tf import train as train_lib
+    from unet_tf.config import ConfigError
+    from unet_tf.data import sources
+    from unet_tf.evaluate import main as evaluate
+
+    loaded = []
+    load_split = sources.load_split
+    monkeypatch.setattr(sources, "load_split", lambda config, split, *args, **kwargs: (
+        loaded.append(split) or load_split(config, split, *args, **kwargs)))
+    recorded = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            recorded.append(self.model.get_weights())
+
+    config = preset("quickstart", epochs=8, patience=1, image_size=64, batch_size=8, alpha=0.35,
+                    decoder_filters=(16, 16, 16, 16), synthetic_train_examples=16,
+                    average_weights=True, val_split="none", seed=0)
+    run = train_lib.train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[Record()])
+
+    assert loaded == ["train"]  # the validation split is never read
+    with open(run / "history.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 8  # every epoch ran, patience 1 notwithstanding
+    assert {row["val_loss"] for row in rows} == {"NA"} and "NA" not in {row["loss"] for row in rows}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["averaged_weights"] == {"epochs": [7, 8]} and metrics["validation"] is None
+    assert not (run / "best_epoch.keras").exists()
+    assert (run / "predictions.png").is_file() and (run / "curves.png").is_file()
+    model = keras.models.load_model(run / "model.keras")
+    statistic = _is_batch_norm_statistic(model)
+    mean = [np.mean([epoch[i] for epoch in recorded[6:]], axis=0) for i in range(len(recorded[0]))]
+    for got, want, is_statistic in zip(model.get_weights(), mean, statistic):
+        if not is_statistic:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert "no validation" in capsys.readouterr().out
+
+    # Such a model has no validation part to be scored on: evaluate asks for a split, and scores
+    # the one it is given.
+    assert evaluate(["--model", str(run / "model.keras")]) == 2
+    assert "trained without validation" in capsys.readouterr().err
+    assert evaluate(["--model", str(run / "model.keras"), "--split", "test",
+                     "--json", str(tmp_path / "test.json")]) == 0
+    assert json.loads((tmp_path / "test.json").read_text())["examples"] == config.synthetic_val_examples
+
+    with pytest.raises(ConfigError, match="fine-tuning starts from the best epoch"):
+        preset("tutorial", val_split="none", fine_tune_epochs=2)

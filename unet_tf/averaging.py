@@ -4,7 +4,9 @@ On a few hundred photos the validation Dice of single epochs is noisy, and so is
 best epoch by a few dozen validation photos. The mean of the weights of the best epoch and of
 every epoch after it (the plateau that early stopping waited through before it stopped) is
 steadier than any one of them; on the Oxford-IIIT Pet sample it scored higher on the test split
-than the best epoch alone (README, "Few photos").
+than the best epoch alone (docs/small-data.md). Without validation (`--val-split none`) there is
+no best epoch: the last quarter of the epochs is averaged (`tail_start`), about the plateau that
+the sample's validated runs averaged (their best epochs were 103-121 of 140).
 
 BatchNorm's moving statistics do not average: a mean of weights is a new network whose layers see
 new inputs. So after averaging they are measured again, in one pass over the training photos.
@@ -28,23 +30,26 @@ class PlateauAverage(keras.callbacks.Callback):
     """Running mean of the weights from the best epoch so far to the latest one.
 
     Early stopping tells it of each new best epoch (`new_best`), which starts the mean again from
-    that epoch's weights; every other epoch's weights are added. Its place in the callback list
-    does not matter. Its state (the running sum, how many epochs it holds, the first of them) is
-    saved with the run's (`state()`, `restore()`; see resume.py).
+    that epoch's weights; every other epoch's weights are added. Without validation there is no
+    best epoch: `from_epoch` (0-based) is the first epoch it averages, and it averages every one
+    after it. Its place in the callback list does not matter. Its state (the running sum, how
+    many epochs it holds, the first of them) is saved with the run's (`state()`, `restore()`; see
+    resume.py).
     """
 
     state_name = "average"
 
-    def __init__(self):
+    def __init__(self, from_epoch: int = 0):
         super().__init__()
+        self.from_epoch = from_epoch
         self.sum = None
         self.count = 0
         self.first_epoch = None
         self._last_epoch = None  # the epoch whose weights the sum holds last (0-based)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._last_epoch == epoch:  # early stopping restarted it from this epoch already
-            return
+        if self._last_epoch == epoch or epoch < self.from_epoch:
+            return  # early stopping restarted it from this epoch already, or not yet averaging
         weights = self.model.get_weights()
         if self.sum is None:
             self.start_from(weights, epoch)
@@ -80,6 +85,11 @@ class PlateauAverage(keras.callbacks.Callback):
         """The mean weights, in the model's `get_weights()` order and dtypes."""
         return [(total / self.count).astype(w.dtype)
                 for total, w in zip(self.sum, self.model.get_weights())]
+
+
+def tail_start(epochs: int) -> int:
+    """The first epoch (0-based) averaged without validation: the last quarter of `epochs`."""
+    return epochs - max(1, epochs // 4)
 
 
 def reestimate_batch_norm(model: keras.Model, images: np.ndarray, batch_size: int) -> None:

@@ -24,6 +24,7 @@ SWITCHES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 RESIZE_POLICIES = ("squash", "pad", "none")
+NO_VALIDATION = "none"  # val_split: train on every example, without validation
 CACHES = ("auto", "memory", "disk", "none")
 
 # Class names in model-output order, per label mode, for the pet datasets.
@@ -81,7 +82,10 @@ class Config:
         "(e.g. background=0,0,0 road=255,0,0); the names become the classes", unit="NAME=colour")
     train_split: str = option("train", "the training split (tfds split strings, e.g. "
                               "'train[:80%]'; a local copy names trainval.txt 'train')")
-    val_split: str = option("test", "the validation split (unused with --validation-fraction)")
+    val_split: str = option(
+        "test", "the validation split (unused with --validation-fraction); none: no validation, "
+        "every training example trains, every epoch runs, no early stopping (the final model of "
+        "a recipe already chosen on a validation part)")
     validation_fraction: float = option(
         0.0, "> 0 carves this share of the training split out for validation (the same examples "
         "every time, by name)", low=0.0, high=1.0, high_open=True)
@@ -170,7 +174,7 @@ class Config:
     average_weights: bool = option(
         False, "make the final model the mean of the weights of the best epoch and of every "
         "epoch after it, with BatchNorm statistics measured again (best_epoch.keras keeps the "
-        "best epoch)")
+        "best epoch); without validation (val_split none) of the last quarter of the epochs")
     strategy: str = option(
         "auto", "tf.distribute strategy: auto (several GPUs: mirrored; a TPU runtime: tpu; else "
         "one device), default, mirrored, multi_worker (TF_CONFIG on every machine), tpu",
@@ -222,6 +226,9 @@ class Config:
             errors.append(f"fine_tune_epochs={self.fine_tune_epochs}: fine-tuning follows training "
                           "with a frozen pretrained encoder (encoder_weights imagenet or a file); "
                           "from random weights the encoder trains from the start")
+        if self.fine_tune_epochs and not self.validates:
+            errors.append(f"fine_tune_epochs={self.fine_tune_epochs}: fine-tuning starts from the "
+                          "best epoch by validation; with val_split none there is none")
         if self.warmup_epochs >= max(self.epochs, 1):
             errors.append(f"warmup_epochs={self.warmup_epochs}: expected fewer than epochs")
         if self.warmup_epochs and self.lr_schedule != "cosine":
@@ -248,6 +255,11 @@ class Config:
             )
         if errors:
             raise ConfigError("invalid configuration: " + "; ".join(errors))
+
+    @property
+    def validates(self) -> bool:
+        """Whether training has validation data: a carved part or a validation split."""
+        return bool(self.validation_fraction) or self.val_split != NO_VALIDATION
 
     @property
     def model_size(self) -> int:

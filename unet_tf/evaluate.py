@@ -109,6 +109,10 @@ def _main(argv) -> int:
     steps = postprocess.steps_for(args.postprocess, info.config.get("dataset"), config.class_names)
     # Without --split: the run's validation data, the part it carved out of its training split
     # included (--validation-fraction).
+    if not args.split and not config.validates:
+        raise ConfigError(f"{model_path} was trained without validation (--val-split none), so "
+                          "it has no validation data to score it on: name a split it never saw "
+                          "with --split, e.g. --split test")
     full = args.full_resolution or config.resize == "none"
     policy = info.policy if full else None
     if full:  # the photos as they are; the policy fits them to the model

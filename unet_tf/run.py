@@ -241,8 +241,9 @@ def best_epoch(history: dict) -> int:
 
 
 def read_history(path: Path) -> dict:
-    """history.csv as {column: [float per epoch]}."""
+    """history.csv as {column: [float per epoch]}, without the columns Keras' CSVLogger leaves
+    empty ("NA": its validation columns when there is no validation)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})
-            if key != "epoch"}
+            if key != "epoch" and any(row[key] != "NA" for row in rows)}

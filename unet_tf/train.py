@@ -18,7 +18,9 @@ The run folder (`--run-dir`, or a new folder under runs/) ends with config.json,
 model.keras (the best epoch by validation mean Dice), curves.png, predictions.png, metrics.json and
 TensorBoard logs in logs/. With --average-weights (on in the small-data preset) model.keras is the
 mean of the weights of the best epoch and of the epochs after it, and best_epoch.keras keeps the
-best epoch.
+best epoch. With --val-split none (and no --validation-fraction) nothing is held out: every epoch
+runs, model.keras is the last epoch (or the mean of the last quarter of the epochs) and is written
+when training ends; for the final model of a recipe already chosen on a validation part.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from unet_tf.distribute import (
     shard_by_data,
 )
 from unet_tf.evaluation import evaluate_split
-from unet_tf.inference import Policy
+from unet_tf.inference import Policy, predict_masks
 from unet_tf.model import set_encoder_trainable
 from unet_tf.resume import EpochState, ResumableEarlyStopping, truncate_history
 from unet_tf.run import (
@@ -113,7 +115,12 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         strategy = make_strategy(config.strategy)
         train_split, val_split = splits or _load_data(config, run.path)
         for split in (train_split, val_split):
-            print(data.summary(split, config.class_names))
+            if split is not None:
+                print(data.summary(split, config.class_names))
+        if val_split is None:
+            print(f"no validation (--val-split none): every training example trains for all "
+                  f"{config.epochs} epochs, without early stopping; model.keras is written when "
+                  "training ends")
         global_batch = _global_batch(config, strategy)
         steps = -(-len(train_split) // global_batch)
         model = build_model(config, strategy, steps_per_epoch=steps)  # saved and served
@@ -190,6 +197,8 @@ def _batches(config: Config, strategy, global_batch: int, train_split, val_split
             augment_scale=config.augment_scale, augment_rotation=config.augment_rotation,
             augment_color=config.augment_color,
             drop_remainder=isinstance(strategy, tf.distribute.TPUStrategy), **crops)
+    if val_split is None:
+        return shard_by_data(training), None
     validation = data.make_dataset(val_split.images, val_split.masks, global_batch,
                                    training=False, **crops)
     return shard_by_data(training), shard_by_data(validation)
@@ -200,7 +209,7 @@ class Callbacks:
     """The project's callbacks of a run. `callbacks` go first in `fit`'s list, the user's after
     them, and `owner` last of all: it saves what all the others did in the epoch."""
 
-    early_stopping: ResumableEarlyStopping
+    early_stopping: ResumableEarlyStopping | None  # None without validation
     averager: averaging.PlateauAverage | None
     owner: EpochState
     callbacks: list
@@ -208,6 +217,14 @@ class Callbacks:
     @classmethod
     def for_run(cls, run: Run, config: Config, model) -> "Callbacks":
         """The callbacks of `run`; `model` is the one model.keras saves (fit may train a twin)."""
+        if not config.validates:  # no best epoch: every epoch runs, the last quarter averaged
+            averager = (averaging.PlateauAverage(averaging.tail_start(config.epochs))
+                        if config.average_weights else None)
+            stateful = [averager] if averager else []
+            callbacks = [StopOnDivergence(), *stateful,
+                         keras.callbacks.CSVLogger(run.path / HISTORY, append=True),
+                         keras.callbacks.TensorBoard(run.path / "logs")]
+            return cls(None, averager, EpochState(run.path, run.state, stateful), callbacks)
         averager = averaging.PlateauAverage() if config.average_weights else None
         early_stopping = ResumableEarlyStopping(
             monitor=MONITOR, mode="max", patience=config.patience, restore_best_weights=True,
@@ -302,6 +319,9 @@ def _finish(run: Run, model, config: Config, strategy, kit: Callbacks, splits: t
             seconds: float, diverged: bool) -> None:
     """Averages the weights (when asked), writes the reports and marks the run finished."""
     train_split, val_split = splits
+    if diverged and val_split is None and run.state.epochs_completed:
+        kit.owner.restore(model)  # without validation: the last completed epoch
+        save_model_atomically(model, run.path / MODEL)
     if diverged and not (run.path / MODEL).is_file():
         raise TrainingDiverged(f"the loss became NaN or infinite in the first epoch; no model was "
                                f"saved. {DIVERGED_ADVICE}")
@@ -310,14 +330,20 @@ def _finish(run: Run, model, config: Config, strategy, kit: Callbacks, splits: t
         averaged = _average_weights(model, kit.averager, run, config, train_split, val_split)
     elif kit.averager:
         print("weights not averaged: " + ("training diverged" if diverged else
-                                          "the best epoch was the last one"))
+                                          "the best epoch was the last one" if val_split
+                                          else "one epoch only"))
+    if val_split is None and not averaged and not diverged:
+        save_model_atomically(model, run.path / MODEL)  # the last epoch
     if diverged or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # After divergence the weights in memory are the diverged ones; across workers every
         # worker would predict the whole split and gather all of it. The best model is on disk.
         model = keras.models.load_model(run.path / MODEL, safe_mode=True)
     history = read_history(run.path / HISTORY)
-    best = best_epoch(history)
-    write_reports(model, run.path, config, val_split, history, best, seconds, averaged)
+    best = best_epoch(history) if val_split is not None else None
+    if val_split is None:
+        write_unvalidated_reports(model, run.path, config, train_split, history, seconds, averaged)
+    else:
+        write_reports(model, run.path, config, val_split, history, best, seconds, averaged)
     kit.owner.finish()
     if diverged:
         raise TrainingDiverged(
@@ -332,13 +358,18 @@ def _average_weights(model, averager, run: Run, config: Config, train_split, val
     first, last = averager.epochs
     print(f"averaging the weights of epochs {first}-{last} and measuring BatchNorm statistics on "
           f"{len(train_split)} training examples")
-    copy = averaging.one_device_copy(model)  # holds the best epoch's weights
-    best_scores, _, _ = evaluate_split(copy, val_split, config.class_names,
-                                       policy=validation_policy(config))
+    copy = averaging.one_device_copy(model)  # the best epoch's weights (the last one's without
+    best_scores = None                        # validation, which has no best epoch to keep)
+    if val_split is not None:
+        best_scores, _, _ = evaluate_split(copy, val_split, config.class_names,
+                                           policy=validation_policy(config))
     averaging.apply_average(copy, averager, _batch_norm_images(config, train_split),
                             config.batch_size)
     model.set_weights(copy.get_weights())
-    save_model_atomically(model, run.path / MODEL, keep_old_as=run.path / BEST_EPOCH)
+    save_model_atomically(model, run.path / MODEL,
+                          keep_old_as=run.path / BEST_EPOCH if best_scores else None)
+    if not best_scores:
+        return {"epochs": [first, last]}
     return {"epochs": [first, last],
             "best_epoch_validation": {key: best_scores[key] for key in
                                       ("mean_dice", "mean_iou", "pixel_accuracy", "dice")}}
@@ -387,11 +418,41 @@ def write_reports(model, run: Path, config: Config, val_split, history: dict, be
     print(f"\n{which}, {len(history['loss'])} epochs ({seconds:.0f} s): validation "
           f"mean Dice {scores['mean_dice']:.3f} ({per_class}), mean IoU {scores['mean_iou']:.3f}, "
           f"pixel accuracy {scores['pixel_accuracy']:.3f}")
-    print(f"run folder: {run}")
-    for name in (MODEL, *([BEST_EPOCH] if averaged else []), "config.json", HISTORY, METRICS,
-                 "curves.png", "predictions.png", "logs"):
-        print(f"  {run / name}")
+    _list_files(run, [MODEL, *([BEST_EPOCH] if averaged else [])])
     return report
+
+
+def write_unvalidated_reports(model, run: Path, config: Config, train_split, history: dict,
+                              seconds: float, averaged: dict | None = None) -> dict:
+    """metrics.json, curves and predictions of a run without validation (--val-split none): what
+    it trained, and the model's masks of a few training photos (no measure of quality)."""
+    report = {"validation": None, "best_epoch": None, "epochs_run": len(history["loss"]),
+              "training_seconds": round(seconds, 1),
+              **({"averaged_weights": averaged} if averaged else {})}
+    write_json(run / METRICS, report)
+    plots.plot_curves(history, run / "curves.png", None, averaged and averaged["epochs"])
+    picks = np.linspace(0, len(train_split) - 1,
+                        min(PREDICTION_EXAMPLES, len(train_split))).astype(int)
+    images = [train_split.images[i] for i in picks]
+    predicted = predict_masks(model, np.stack(images) if not isinstance(train_split.images, list)
+                              else images, policy=validation_policy(config))
+    plots.plot_predictions(images, [train_split.masks[i] for i in picks], predicted,
+                           config.class_names, run / "predictions.png",
+                           titles=[f"{train_split.names[i]} (trained on)" for i in picks])
+    which = (f"weights averaged over epochs {averaged['epochs'][0]}-{averaged['epochs'][1]}"
+             if averaged else "the last epoch's weights")
+    print(f"\n{which}, {len(history['loss'])} epochs ({seconds:.0f} s), no validation: score "
+          f"the model on photos it never saw with\n  python -m unet_tf.evaluate --model "
+          f"{run / MODEL} --split SPLIT")
+    _list_files(run, [MODEL])
+    return report
+
+
+def _list_files(run: Path, models: list) -> None:
+    print(f"run folder: {run}")
+    for name in (*models, "config.json", HISTORY, METRICS, "curves.png", "predictions.png",
+                 "logs"):
+        print(f"  {run / name}")
 
 
 def main(argv=None) -> int:

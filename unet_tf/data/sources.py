@@ -122,10 +122,11 @@ def load_splits(config, train: bool = True, stream: bool = False,
     """(train, validation) `Split`s for a `Config`; with `train=False` only the validation split
     is loaded (the first item is None), which costs less when none is carved out of training.
     With `stream` the training split is streamed (its files checked, not kept); validation is
-    always held in memory. With `cache_dir` a streamed split is decoded once, into it."""
+    always held in memory. With `cache_dir` a streamed split is decoded once, into it.
+    Without validation (val_split none) the second item is None."""
     if not config.validation_fraction:
         return (load_split(config, config.train_split, stream, cache_dir) if train else None,
-                load_split(config, config.val_split))
+                load_split(config, config.val_split) if config.validates else None)
     if config.dataset == "oxford_iiit_pet" and not config.data_dir:
         # tfds slices its (already shuffled) records.
         percent = round(100 * (1 - config.validation_fraction))
