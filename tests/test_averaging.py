@@ -146,10 +146,13 @@ def test_without_validation_every_example_trains_and_the_last_quarter_is_average
 
     config = preset("quickstart", epochs=8, patience=1, image_size=64, batch_size=8, alpha=0.35,
                     decoder_filters=(16, 16, 16, 16), synthetic_train_examples=16,
-                    average_weights=True, val_split="none", seed=0)
+                    average_weights=True, validation_fraction=0.25, val_split="none", seed=0)
     run = train_lib.train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[Record()])
 
-    assert loaded == ["train"]  # the validation split is never read
+    out = capsys.readouterr().out
+    assert loaded == ["train"]  # the validation split is never read, and nothing is held out:
+    assert "BatchNorm statistics on 16 training examples" in out
+    assert "no validation: score the model on photos it never saw" in out
     with open(run / "history.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 8  # every epoch ran, patience 1 notwithstanding
@@ -164,7 +167,6 @@ def test_without_validation_every_example_trains_and_the_last_quarter_is_average
     for got, want, is_statistic in zip(model.get_weights(), mean, statistic):
         if not is_statistic:
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    assert "no validation" in capsys.readouterr().out
 
     # Such a model has no validation part to be scored on: evaluate asks for a split, and scores
     # the one it is given.

@@ -84,8 +84,8 @@ class Config:
                               "'train[:80%]'; a local copy names trainval.txt 'train')")
     val_split: str = option(
         "test", "the validation split (unused with --validation-fraction); none: no validation, "
-        "every training example trains, every epoch runs, no early stopping (the final model of "
-        "a recipe already chosen on a validation part)")
+        "nothing held out (whatever --validation-fraction says), every epoch runs, no early "
+        "stopping: the final model of a recipe already chosen on a validation part")
     validation_fraction: float = option(
         0.0, "> 0 carves this share of the training split out for validation (the same examples "
         "every time, by name)", low=0.0, high=1.0, high_open=True)
@@ -258,8 +258,9 @@ class Config:
 
     @property
     def validates(self) -> bool:
-        """Whether training has validation data: a carved part or a validation split."""
-        return bool(self.validation_fraction) or self.val_split != NO_VALIDATION
+        """Whether training has validation data (a carved part or a validation split): not with
+        val_split none, whatever validation_fraction says."""
+        return self.val_split != NO_VALIDATION
 
     @property
     def model_size(self) -> int:

@@ -18,7 +18,7 @@ The run folder (`--run-dir`, or a new folder under runs/) ends with config.json,
 model.keras (the best epoch by validation mean Dice), curves.png, predictions.png, metrics.json and
 TensorBoard logs in logs/. With --average-weights (on in the small-data preset) model.keras is the
 mean of the weights of the best epoch and of the epochs after it, and best_epoch.keras keeps the
-best epoch. With --val-split none (and no --validation-fraction) nothing is held out: every epoch
+best epoch. With --val-split none nothing is held out (not even --validation-fraction): every epoch
 runs, model.keras is the last epoch (or the mean of the last quarter of the epochs) and is written
 when training ends; for the final model of a recipe already chosen on a validation part.
 """

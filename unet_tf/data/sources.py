@@ -123,8 +123,8 @@ def load_splits(config, train: bool = True, stream: bool = False,
     is loaded (the first item is None), which costs less when none is carved out of training.
     With `stream` the training split is streamed (its files checked, not kept); validation is
     always held in memory. With `cache_dir` a streamed split is decoded once, into it.
-    Without validation (val_split none) the second item is None."""
-    if not config.validation_fraction:
+    Without validation (val_split none) nothing is held out and the second item is None."""
+    if not config.validation_fraction or not config.validates:
         return (load_split(config, config.train_split, stream, cache_dir) if train else None,
                 load_split(config, config.val_split) if config.validates else None)
     if config.dataset == "oxford_iiit_pet" and not config.data_dir:
