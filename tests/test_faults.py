@@ -119,6 +119,37 @@ def test_divergence_stops_and_keeps_the_best_model(tmp_path):
     assert report["epochs_run"] == 2 and report["mean_dice"] is not None
 
 
+def test_divergence_without_validation_keeps_the_last_completed_epoch(tmp_path):
+    from unet_tf.train import train
+    from unet_tf.training import TrainingDiverged
+
+    recorded = []
+
+    class PoisonThirdEpoch(keras.callbacks.Callback):
+        """Records each epoch's weights; NaN weights from the third epoch's first batch on."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.epoch == 2 and batch == 0:
+                self.model.set_weights([np.full_like(w, np.nan) for w in self.model.get_weights()])
+
+        def on_epoch_end(self, epoch, logs=None):
+            recorded.append(self.model.get_weights())
+
+    config = preset("quickstart", epochs=4, image_size=64, batch_size=8, alpha=0.35,
+                    decoder_filters=(16, 16, 16, 16), synthetic_train_examples=16,
+                    val_split="none", average_weights=True)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="epoch 3"):
+        train(config, run_dir=run, verbose=0, callbacks=[PoisonThirdEpoch()])
+    assert _history_epochs(run) == [0, 1]
+    kept = keras.models.load_model(run / "model.keras")  # the second epoch's weights
+    for got, want in zip(kept.get_weights(), recorded[1]):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_atomic_write_leaves_the_old_file_on_a_crash(tmp_path, monkeypatch):
     from unet_tf import run_files
 

@@ -331,7 +331,7 @@ def _finish(run: Run, model, config: Config, strategy, kit: Callbacks, splits: t
     elif kit.averager:
         print("weights not averaged: " + ("training diverged" if diverged else
                                           "the best epoch was the last one" if val_split
-                                          else "one epoch only"))
+                                          else "the last quarter of the epochs is one epoch"))
     if val_split is None and not averaged and not diverged:
         save_model_atomically(model, run.path / MODEL)  # the last epoch
     if diverged or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -431,14 +431,12 @@ def write_unvalidated_reports(model, run: Path, config: Config, train_split, his
               **({"averaged_weights": averaged} if averaged else {})}
     write_json(run / METRICS, report)
     plots.plot_curves(history, run / "curves.png", None, averaged and averaged["epochs"])
-    picks = np.linspace(0, len(train_split) - 1,
-                        min(PREDICTION_EXAMPLES, len(train_split))).astype(int)
-    images = [train_split.images[i] for i in picks]
-    predicted = predict_masks(model, np.stack(images) if not isinstance(train_split.images, list)
-                              else images, policy=validation_policy(config))
-    plots.plot_predictions(images, [train_split.masks[i] for i in picks], predicted,
-                           config.class_names, run / "predictions.png",
-                           titles=[f"{train_split.names[i]} (trained on)" for i in picks])
+    names, images, masks = _some_examples(train_split, config, PREDICTION_EXAMPLES)
+    fitted = config.resize != "none"  # photos at the model's size, else photos of any sizes
+    predicted = predict_masks(model, np.stack(images) if fitted else images,
+                              policy=validation_policy(config))
+    plots.plot_predictions(images, masks, predicted, config.class_names, run / "predictions.png",
+                           titles=[f"{name} (trained on)" for name in names])
     which = (f"weights averaged over epochs {averaged['epochs'][0]}-{averaged['epochs'][1]}"
              if averaged else "the last epoch's weights")
     print(f"\n{which}, {len(history['loss'])} epochs ({seconds:.0f} s), no validation: score "
@@ -446,6 +444,19 @@ def write_unvalidated_reports(model, run: Path, config: Config, train_split, his
           f"{run / MODEL} --split SPLIT")
     _list_files(run, [MODEL])
     return report
+
+
+def _some_examples(split, config: Config, count: int) -> tuple:
+    """(names, images, masks) of `count` examples spread over `split` (of a streamed split, its
+    first ones, read from their files)."""
+    if split.streamed:
+        pairs = list(streaming.examples(split, config, False, None).take(count)
+                     .as_numpy_iterator())
+        return ([name for name, _, _ in split.files[:len(pairs)]], [i for i, _ in pairs],
+                [m for _, m in pairs])
+    picks = np.linspace(0, len(split) - 1, min(count, len(split))).astype(int)
+    return ([split.names[i] for i in picks], [split.images[i] for i in picks],
+            [split.masks[i] for i in picks])
 
 
 def _list_files(run: Path, models: list) -> None:
