@@ -148,6 +148,8 @@ def test_divergence_without_validation_keeps_the_last_completed_epoch(tmp_path):
     kept = keras.models.load_model(run / "model.keras")  # the second epoch's weights
     for got, want in zip(kept.get_weights(), recorded[1]):
         np.testing.assert_array_equal(got, want)
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
+    assert (run / "predictions.png").is_file()
 
 
 def test_atomic_write_leaves_the_old_file_on_a_crash(tmp_path, monkeypatch):
