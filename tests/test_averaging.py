@@ -14,6 +14,17 @@ from unet_tf.evaluation import evaluate_split
 from unet_tf.model import batch_norm_layers
 
 
+class RecordWeights(keras.callbacks.Callback):
+    """Keeps the weights of every epoch (`epochs[i]`: those at the end of epoch i + 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(self.model.get_weights())
+
+
 def _is_batch_norm_statistic(model):
     statistics = {id(v) for layer in batch_norm_layers(model)
                   for v in (layer.moving_mean, layer.moving_variance)}
@@ -38,31 +49,28 @@ def test_average_weights_is_the_mean_from_the_best_epoch_with_batch_norm_measure
     # A model this small may still predict one class at epoch 2, which early stopping would not
     # count (tested in test_own_data); here every epoch counts, whatever the seed.
     monkeypatch.setattr(train_lib, "predicts_one_class", lambda logs, class_names: False)
-    recorded = []
-
-    class Record(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            recorded.append(self.model.get_weights())
+    recorder = RecordWeights()
 
     config = preset("quickstart", epochs=4, patience=10, image_size=64, batch_size=8, alpha=0.35,
                     decoder_filters=(16, 16, 16, 16), synthetic_train_examples=16,
                     synthetic_val_examples=8, average_weights=True)
     splits = data.load_splits(config)
-    run = train_lib.train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[Record()],
+    run = train_lib.train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[recorder],
                           splits=splits)
 
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["averaged_weights"]["epochs"] == [2, 4]
     best = keras.models.load_model(run / "best_epoch.keras")  # the checkpoint, kept
-    for got, want in zip(best.get_weights(), recorded[metrics["best_epoch"] - 1]):
+    for got, want in zip(best.get_weights(), recorder.epochs[metrics["best_epoch"] - 1]):
         np.testing.assert_array_equal(got, want)
-    best.set_weights(recorded[1])  # the epoch early stopping chose: its scores are reported
+    best.set_weights(recorder.epochs[1])  # the epoch early stopping chose: its scores are reported
     scores, _, _ = evaluate_split(best, splits[1], config.class_names)
     assert metrics["averaged_weights"]["best_epoch_validation"]["mean_dice"] == pytest.approx(
         scores["mean_dice"], abs=1e-6)
 
     model = keras.models.load_model(run / "model.keras")
-    mean = [np.mean([epoch[i] for epoch in recorded[1:]], axis=0) for i in range(len(recorded[0]))]
+    mean = [np.mean([epoch[i] for epoch in recorder.epochs[1:]], axis=0)
+            for i in range(len(recorder.epochs[0]))]
     statistic = _is_batch_norm_statistic(model)
     for got, want, is_statistic in zip(model.get_weights(), mean, statistic):
         if not is_statistic:
@@ -138,16 +146,12 @@ def test_without_validation_every_example_trains_and_the_last_quarter_is_average
     load_split = sources.load_split
     monkeypatch.setattr(sources, "load_split", lambda config, split, *args, **kwargs: (
         loaded.append(split) or load_split(config, split, *args, **kwargs)))
-    recorded = []
-
-    class Record(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            recorded.append(self.model.get_weights())
+    recorder = RecordWeights()
 
     config = preset("quickstart", epochs=8, patience=1, image_size=64, batch_size=8, alpha=0.35,
                     decoder_filters=(16, 16, 16, 16), synthetic_train_examples=16,
                     average_weights=True, validation_fraction=0.25, val_split="none", seed=0)
-    run = train_lib.train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[Record()])
+    run = train_lib.train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[recorder])
 
     out = capsys.readouterr().out
     assert loaded == ["train"]  # the validation split is never read, and nothing is held out:
@@ -163,7 +167,8 @@ def test_without_validation_every_example_trains_and_the_last_quarter_is_average
     assert (run / "predictions.png").is_file() and (run / "curves.png").is_file()
     model = keras.models.load_model(run / "model.keras")
     statistic = _is_batch_norm_statistic(model)
-    mean = [np.mean([epoch[i] for epoch in recorded[6:]], axis=0) for i in range(len(recorded[0]))]
+    mean = [np.mean([epoch[i] for epoch in recorder.epochs[6:]], axis=0)
+            for i in range(len(recorder.epochs[0]))]
     for got, want, is_statistic in zip(model.get_weights(), mean, statistic):
         if not is_statistic:
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -174,7 +179,8 @@ def test_without_validation_every_example_trains_and_the_last_quarter_is_average
     assert "trained without validation" in capsys.readouterr().err
     assert evaluate(["--model", str(run / "model.keras"), "--split", "test",
                      "--json", str(tmp_path / "test.json")]) == 0
-    assert json.loads((tmp_path / "test.json").read_text())["examples"] == config.synthetic_val_examples
+    scored = json.loads((tmp_path / "test.json").read_text())
+    assert scored["examples"] == config.synthetic_val_examples
 
     with pytest.raises(ConfigError, match="fine-tuning starts from the best epoch"):
         preset("tutorial", val_split="none", fine_tune_epochs=2)
