@@ -217,26 +217,25 @@ class Callbacks:
     @classmethod
     def for_run(cls, run: Run, config: Config, model) -> "Callbacks":
         """The callbacks of `run`; `model` is the one model.keras saves (fit may train a twin)."""
-        if not config.validates:  # no best epoch: every epoch runs, the last quarter averaged
-            averager = (averaging.PlateauAverage(averaging.tail_start(config.epochs))
-                        if config.average_weights else None)
-            stateful = [averager] if averager else []
-            callbacks = [StopOnDivergence(), *stateful,
-                         keras.callbacks.CSVLogger(run.path / HISTORY, append=True),
-                         keras.callbacks.TensorBoard(run.path / "logs")]
-            return cls(None, averager, EpochState(run.path, run.state, stateful), callbacks)
-        averager = averaging.PlateauAverage() if config.average_weights else None
-        early_stopping = ResumableEarlyStopping(
-            monitor=MONITOR, mode="max", patience=config.patience, restore_best_weights=True,
-            verbose=1, on_new_best=[averager.new_best] if averager else [],
-            uncounted=lambda logs: predicts_one_class(logs, config.class_names))
-        stateful = [early_stopping, *([averager] if averager else [])]
-        callbacks = [
-            StopOnDivergence(),  # at the first bad batch: the epoch never reaches the files
-            AtomicModelCheckpoint(  # after a restart, only a better epoch replaces the best
+        # Without validation there is no best epoch: every epoch runs, the last quarter averaged.
+        averager = None
+        if config.average_weights:
+            averager = averaging.PlateauAverage(
+                0 if config.validates else averaging.tail_start(config.epochs))
+        early_stopping, checkpoint = None, []
+        if config.validates:
+            early_stopping = ResumableEarlyStopping(
+                monitor=MONITOR, mode="max", patience=config.patience, restore_best_weights=True,
+                verbose=1, on_new_best=[averager.new_best] if averager else [],
+                uncounted=lambda logs: predicts_one_class(logs, config.class_names))
+            checkpoint = [AtomicModelCheckpoint(  # after a restart, only a better epoch replaces it
                 run.path / MODEL, model_to_save=model, monitor=MONITOR, mode="max",
                 save_best_only=True,
-                initial_value_threshold=run.state.callbacks.get("early_stopping", {}).get("best")),
+                initial_value_threshold=run.state.callbacks.get("early_stopping", {}).get("best"))]
+        stateful = [c for c in (early_stopping, averager) if c]
+        callbacks = [
+            StopOnDivergence(),  # at the first bad batch: the epoch never reaches the files
+            *checkpoint,
             *stateful,
             keras.callbacks.CSVLogger(run.path / HISTORY, append=True),
             keras.callbacks.TensorBoard(run.path / "logs"),
@@ -404,7 +403,7 @@ def write_reports(model, run: Path, config: Config, val_split, history: dict, be
               **({"averaged_weights": averaged} if averaged else {})}
     write_json(run / METRICS, report)
     plots.plot_curves(history, run / "curves.png", best, averaged and averaged["epochs"])
-    picks = np.linspace(0, len(val_split) - 1, min(PREDICTION_EXAMPLES, len(val_split))).astype(int)
+    picks = _spread(len(val_split), PREDICTION_EXAMPLES)
     plots.plot_predictions([val_split.images[i] for i in picks],
                            [val_split.masks[i] for i in picks], [predicted[i] for i in picks],
                            config.class_names, run / "predictions.png",
@@ -454,9 +453,14 @@ def _some_examples(split, config: Config, count: int) -> tuple:
                      .as_numpy_iterator())
         return ([name for name, _, _ in split.files[:len(pairs)]], [i for i, _ in pairs],
                 [m for _, m in pairs])
-    picks = np.linspace(0, len(split) - 1, min(count, len(split))).astype(int)
+    picks = _spread(len(split), count)
     return ([split.names[i] for i in picks], [split.images[i] for i in picks],
             [split.masks[i] for i in picks])
+
+
+def _spread(length: int, count: int) -> np.ndarray:
+    """Up to `count` indices spread evenly over `length` examples, the first and last included."""
+    return np.linspace(0, length - 1, min(count, length)).astype(int)
 
 
 def _list_files(run: Path, models: list) -> None:
