@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from unet_tf import data
-from unet_tf.config import Config
+from unet_tf.config import Config, ConfigError
 from unet_tf.data import geometry, streaming
 from unet_tf.images import write_png
 
@@ -151,13 +151,20 @@ def test_evaluate_a_tiled_model_at_full_resolution(tiled_run, own_data, tmp_path
 
 
 @pytest.mark.parametrize("values", [dict(resize="none", patch_size=32),
+                                    dict(resize="none", patch_size=32, crops_per_image=3),
                                     dict(resize="squash", image_size=64, patch_size=32)])
 def test_patch_training_runs_saves_the_model_size_and_evaluates(own_data, tmp_path, values):
     from unet_tf.train import train
 
     config = _config(own_data, alpha=0.35, decoder_filters=(8, 8, 8, 8), batch_size=4,
                      epochs=2, **values)
-    run = train(config, run_dir=tmp_path / "run", verbose=0)
+    steps = []
+    counter = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: steps.append(0),
+        on_train_batch_end=lambda batch, logs: steps.__setitem__(-1, steps[-1] + 1))
+    run = train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[counter])
+    photos = len(data.load_splits(config)[0])  # crops_per_image crops of each an epoch
+    assert steps == [-(-photos * config.crops_per_image // 4)] * 2
     model = keras.models.load_model(run / "model.keras")
     assert model.input_shape[1] == config.model_size  # saved and served at its size
     report = json.loads((run / "metrics.json").read_text())
@@ -224,7 +231,7 @@ def test_jpeg_masks_are_thresholded_and_named(tmp_path):
 def test_streamed_batches_equal_in_memory_batches(own_data, tmp_path, resize, cache):
     config = _config(own_data, resize=resize, image_size=32, patch_size=32)
     kwargs = dict(augment=True, augment_scale=0.2, augment_rotation=10.0, augment_color=0.1,
-                  patch_size=32, foreground_crops=0.5, background=0)
+                  patch_size=32, foreground_crops=0.5, background=0, crops_per_image=2)
     in_memory, _ = data.load_splits(config)
     streamed, _ = data.load_splits(config, stream=True,
                                    cache_dir=tmp_path / "cache" if cache == "disk" else None)
@@ -240,6 +247,36 @@ def test_streamed_batches_equal_in_memory_batches(own_data, tmp_path, resize, ca
         for (x1, y1), (x2, y2) in zip(arrays, files, strict=True):
             np.testing.assert_array_equal(y1.numpy(), y2.numpy())
             np.testing.assert_allclose(x1.numpy(), x2.numpy(), atol=1e-6)
+
+
+def test_each_image_gives_crops_per_image_crops_an_epoch_each_placed_anew():
+    # Pixels that say where they come from: image number, row, column.
+    sizes = [(96, 80), (64, 96), (80, 64), (96, 96), (72, 88)]
+    images = []
+    for number, (height, width) in enumerate(sizes):
+        rows, cols = np.mgrid[:height, :width]
+        images.append(np.stack([np.full_like(rows, number * 40), rows, cols], -1).astype(np.uint8))
+    masks = [np.zeros(size, np.uint8) for size in sizes]
+    dataset = data.make_dataset(images, masks, 4, training=True, augment=False, seed=3,
+                                patch_size=32, foreground_crops=0.0, crops_per_image=3)
+    epochs = []
+    for _ in range(2):
+        crops = np.concatenate([np.round(x.numpy()[:, 0, 0] * 255) for x, _ in dataset])
+        epochs.append([tuple(int(v) for v in crop) for crop in crops])
+    for crops in epochs:
+        assert len(crops) == 15  # 4 batches of 4, 4, 4, 3
+        numbers = [number // 40 for number, _, _ in crops]
+        assert sorted(numbers) == sorted(list(range(5)) * 3)
+        assert len(set(crops)) == 15  # every crop of one image at a place of its own
+        passes = [numbers[i:i + 5] for i in (0, 5, 10)]
+        assert all(sorted(p) == list(range(5)) for p in passes)  # each pass holds every image
+        assert len({tuple(p) for p in passes}) > 1  # in new orders
+        for number, row, col in crops:
+            height, width = sizes[number // 40]
+            assert row <= height - 32 and col <= width - 32
+    assert epochs[0] != epochs[1]
+    with pytest.raises(ConfigError, match="crops_per_image"):
+        Config(crops_per_image=2, encoder_weights="none")  # squashed whole images: no crops
 
 
 def test_the_cache_is_chosen_from_an_estimate_made_before_decoding(own_data):

@@ -108,6 +108,10 @@ class Config:
     foreground_crops: float = option(
         0.5, "--patch-size: the share of training crops centred on a foreground pixel (rare, "
         "small objects must be seen); the rest anywhere", low=0.0, high=1.0)
+    crops_per_image: int = option(
+        1, "--patch-size: random crops taken from each training image per epoch, each placed and "
+        "augmented on its own: a large image holds many crops' worth, and an epoch of one crop "
+        "each is short next to its validation", low=1)
     tile_overlap: float = option(
         0.25, "--resize none: overlap of neighbouring prediction tiles, as a share of the tile; "
         "their class probabilities are blended with Gaussian weights", low=0.0, high=0.9)
@@ -242,6 +246,11 @@ class Config:
         if self.patch_size > self.image_size and self.resize != "none":
             errors.append(f"patch_size={self.patch_size}: crops of the {self.resize}d "
                           f"{self.image_size} px images must be smaller than them")
+        if self.crops_per_image > 1 and not (self.resize == "none"
+                                              or 0 < self.patch_size < self.image_size):
+            errors.append(f"crops_per_image={self.crops_per_image}: takes several crops of each "
+                          "training image, with --patch-size (and resize none, or a patch "
+                          "smaller than image_size)")
         if self.resize != "none" and self.scale != 1.0:
             errors.append(f"scale={self.scale}: scales native-resolution photos, with resize none")
         if len(self.decoder_filters) != 4 or min(self.decoder_filters, default=0) < 1:

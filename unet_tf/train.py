@@ -122,7 +122,7 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
                   f"{config.epochs} epochs, without early stopping; model.keras is written when "
                   "training ends")
         global_batch = _global_batch(config, strategy)
-        steps = -(-len(train_split) // global_batch)
+        steps = -(-len(train_split) * config.crops_per_image // global_batch)
         model = build_model(config, strategy, steps_per_epoch=steps)  # saved and served
         trainer = training_model(model, config, strategy, steps)  # fit (a twin for crops)
         batches = _batches(config, strategy, global_batch, train_split, val_split)
@@ -182,7 +182,7 @@ def _global_batch(config: Config, strategy) -> int:
 def _batches(config: Config, strategy, global_batch: int, train_split, val_split) -> tuple:
     """(training, validation) datasets, each worker taking its share of the batches."""
     crops = dict(patch_size=config.patch_size or config.model_size,
-                 foreground_crops=config.foreground_crops,
+                 foreground_crops=config.foreground_crops, crops_per_image=config.crops_per_image,
                  background=data.background_class(config))
     if train_split.streamed:
         training = streaming.make_streamed_dataset(

@@ -156,7 +156,8 @@ def make_dataset(images, masks, batch_size: int, training: bool, shuffle_buffer:
                  augment: bool = True, seed: int | None = None, augment_scale: float = 0.0,
                  augment_rotation: float = 0.0, augment_color: float = 0.0,
                  drop_remainder: bool = False, patch_size: int = 0,
-                 foreground_crops: float = 0.0, background: int = 0) -> tf.data.Dataset:
+                 foreground_crops: float = 0.0, background: int = 0,
+                 crops_per_image: int = 1) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 1], int32 class masks) from cached uint8 arrays.
 
     Args:
@@ -174,6 +175,8 @@ def make_dataset(images, masks, batch_size: int, training: bool, shuffle_buffer:
             sizes are cut into `patch_size` tiles for validation.
         foreground_crops: float. Share of the crops centred on a foreground pixel.
         background: int. The background class (foreground is every other class; padding).
+        crops_per_image: int. Training: every image this many times an epoch (each time in a new
+            shuffled order, with its own crop and augmentation).
     """
     from unet_tf.data import geometry  # geometry builds on this module's functions
 
@@ -193,7 +196,8 @@ def make_dataset(images, masks, batch_size: int, training: bool, shuffle_buffer:
         side=None if native else images.shape[1], augment=augment, seed=seed,
         augment_scale=augment_scale, augment_rotation=augment_rotation,
         augment_color=augment_color, drop_remainder=drop_remainder, patch_size=patch_size,
-        foreground_crops=foreground_crops, background=background)
+        foreground_crops=foreground_crops, background=background,
+        crops_per_image=crops_per_image)
 
 
 def batch_examples(examples: tf.data.Dataset, batch_size: int, training: bool, native: bool,
@@ -201,12 +205,18 @@ def batch_examples(examples: tf.data.Dataset, batch_size: int, training: bool, n
                    augment_scale: float = 0.0, augment_rotation: float = 0.0,
                    augment_color: float = 0.0, drop_remainder: bool = False,
                    patch_size: int = 0, foreground_crops: float = 0.0,
-                   background: int = 0) -> tf.data.Dataset:
+                   background: int = 0, crops_per_image: int = 1) -> tf.data.Dataset:
     """`make_dataset`'s batches from a dataset of uint8 (image, mask) examples, already shuffled
     when training: of one size `side`, or of any sizes (`native`, cropped to `patch_size`). The
     streamed training data of streaming.py comes through here too."""
     from unet_tf.data import geometry
 
+    if training and crops_per_image > 1:  # a new shuffled order each time, new keys below
+        # Unfused: tf.data would otherwise fuse an in-memory split's shuffle with this repeat,
+        # which shuffles later epochs differently from a streamed split's.
+        options = tf.data.Options()
+        options.experimental_optimization.shuffle_and_repeat_fusion = False
+        examples = examples.repeat(crops_per_image).with_options(options)
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
     def fold(key, salt):  # independent keys for the crops and the augmentation of one draw
