@@ -151,7 +151,6 @@ def test_evaluate_a_tiled_model_at_full_resolution(tiled_run, own_data, tmp_path
 
 
 @pytest.mark.parametrize("values", [dict(resize="none", patch_size=32),
-                                    dict(resize="none", patch_size=32, crops_per_image=3),
                                     dict(resize="squash", image_size=64, patch_size=32)])
 def test_patch_training_runs_saves_the_model_size_and_evaluates(own_data, tmp_path, values):
     from unet_tf.train import train
@@ -163,8 +162,8 @@ def test_patch_training_runs_saves_the_model_size_and_evaluates(own_data, tmp_pa
         on_epoch_begin=lambda epoch, logs: steps.append(0),
         on_train_batch_end=lambda batch, logs: steps.__setitem__(-1, steps[-1] + 1))
     run = train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[counter])
-    photos = len(data.load_splits(config)[0])  # crops_per_image crops of each an epoch
-    assert steps == [-(-photos * config.crops_per_image // 4)] * 2
+    photos = len(data.load_splits(config)[0])  # one crop of each an epoch (several: below)
+    assert steps == [-(-photos // 4)] * 2
     model = keras.models.load_model(run / "model.keras")
     assert model.input_shape[1] == config.model_size  # saved and served at its size
     report = json.loads((run / "metrics.json").read_text())
@@ -288,6 +287,78 @@ def test_the_cache_is_chosen_from_an_estimate_made_before_decoding(own_data):
     assert cache == "memory" and "12 photos" in message
     native = _config(own_data, resize="none")
     assert streaming.estimate_bytes(native, files) == 4 * sum(h * w for h, w in SIZES * 2)
+
+
+# --- resize auto and --train-steps ----------------------------------------------------------------
+
+
+def test_object_width_is_a_square_s_side_and_about_a_disc_s_diameter():
+    square = np.zeros((40, 50), np.uint8)
+    square[5:15, 20:30] = 1  # 100 pixels, 40 edges
+    assert geometry.object_width(square, 0) == 10.0
+    assert geometry.object_width(1 - square, 1) == 10.0  # objects are what is not background
+    yy, xx = np.mgrid[:200, :200]
+    disc = ((yy - 100) ** 2 + (xx - 100) ** 2 <= 40 ** 2).astype(np.uint8)  # diameter 81
+    assert 0.75 * 81 < geometry.object_width(disc, 0) < 0.85 * 81
+    line = np.zeros((100, 100), np.uint8)
+    line[50:53, :] = 1  # 3 px wide, across the image: edges 2 x 100 + 2 x 3
+    assert geometry.object_width(line, 0) == pytest.approx(4 * 300 / 206)
+    assert np.isnan(geometry.object_width(np.zeros((8, 8)), 0))
+
+
+def test_resize_auto_squashes_wide_objects_and_patches_narrow_ones():
+    choose = geometry.choose_policy
+    # 20 px objects in 256 px photos stay 10 px wide squashed to 128: squash.
+    assert choose([20.0, 20.0, float("nan")], [(256, 256)] * 3, 128)["resize"] == "squash"
+    # 12 px objects become 6 px: patches at native size (16 / 12 > 1 is not enlarged), as many
+    # 128 px crops an epoch as fit in a 256 x 256 photo.
+    narrow = choose([12.0, 12.0, 12.0], [(256, 256)] * 3, 128)
+    assert {k: v for k, v in narrow.items() if k != "reason"} == dict(
+        resize="none", scale=1.0, patch_size=128, crops_per_image=4)
+    assert "6.0 px squashed to 128 px" in narrow["reason"]
+    # 64 px objects in 2048 px photos (4 px squashed): scaled by 16 / 64; 16 crops would fit a
+    # 512 px photo, the most is 8. A patch size given is kept.
+    large = choose([64.0], [(2048, 2048)], 128)
+    assert (large["scale"], large["crops_per_image"]) == (0.25, 8)
+    assert choose([64.0], [(2048, 2048)], 128, patch_size=256)["crops_per_image"] == 4
+    assert choose([float("nan")], [(64, 64)], 128)["resize"] == "squash"
+
+
+def test_training_with_resize_auto_and_train_steps_writes_what_it_chose(own_data, tmp_path):
+    """The discs (radius 3-6) of photos of 48-120 px are about 3 px wide squashed to 32 px: auto
+    trains on 32 px patches at native size, 6 crops of each photo (a median photo of 80 x 80
+    holds 6.25 crops of 32 x 32) an epoch, so 6 times the steps of one crop each; --train-steps
+    sets the epochs."""
+    from unet_tf.train import train
+
+    config = _config(own_data, resize="auto", alpha=0.35, decoder_filters=(8, 8, 8, 8),
+                     batch_size=4, train_steps=20)
+    with pytest.raises(data.DataError, match="chosen from the masks when training starts"):
+        data.load_splits(config)
+    steps = []
+    counter = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: steps.append(0),
+        on_train_batch_end=lambda batch, logs: steps.__setitem__(-1, steps[-1] + 1))
+    run = train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[counter])
+    written = json.loads((run / "config.json").read_text())
+    assert (written["resize"], written["scale"], written["patch_size"],
+            written["crops_per_image"]) == ("none", 1.0, 32, 6)
+    photos = len(data.load_splits(Config.from_dict(written))[0])
+    per_epoch = -(-photos * 6 // 4)
+    assert steps == [per_epoch] * -(-20 // per_epoch)
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == len(steps)
+    # Photos whose objects fill them stay squashed.
+    big = tmp_path / "big"
+    for folder in ("images", "masks"):
+        (big / folder).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((64, 96, 3), 40 * i, np.uint8)).save(big / "images" / f"{i}.png")
+        mask = np.zeros((64, 96), np.uint8)
+        mask[10:50, 20:70] = 255
+        write_png(big / "masks" / f"{i}.png", mask)
+    chosen, message = data.choose_resize(_config(big, resize="auto"),
+                                         data.list_files(_config(big), "train"))
+    assert chosen.resize == "squash" and "squash" in message
 
 
 # --- a model that has not found the objects yet ----------------------------------------------------

@@ -23,7 +23,7 @@ OPTIMIZERS = ("adam", "adamw")
 SWITCHES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
-RESIZE_POLICIES = ("squash", "pad", "none")
+RESIZE_POLICIES = ("squash", "pad", "none", "auto")
 NO_VALIDATION = "none"  # val_split: train on every example, without validation
 CACHES = ("auto", "memory", "disk", "none")
 
@@ -97,8 +97,10 @@ class Config:
     resize: str = option(
         "squash", "how photos meet the model: squash (resized to a square, aspect lost), pad "
         "(aspect kept, letterboxed, the answer cropped back) or none (native resolution after "
-        "--scale: training on random --patch-size crops, prediction in overlapping tiles)",
-        choices=RESIZE_POLICIES)
+        "--scale: training on random --patch-size crops, prediction in overlapping tiles); auto: "
+        "squash, or none when the masks' objects would be under 8 px wide squashed, with the "
+        "scale, patch and crops per image chosen from them (folder data; said when training "
+        "starts, written to config.json)", choices=RESIZE_POLICIES)
     patch_size: int = option(
         0, "train on random square crops of this side (a multiple of 32; 0: the whole image). "
         "With --resize none also the tile side at prediction", unit="px", low=0)
@@ -154,6 +156,10 @@ class Config:
     # --- training -----------------------------------------------------------------------------
     batch_size: int = option(64, "examples per batch (per replica with several devices)", low=1)
     epochs: int = option(20, "training epochs at most (early stopping may end sooner)", low=1)
+    train_steps: int = option(
+        0, "train about this many steps in place of --epochs: as many epochs as make them with "
+        "this data and its crops per image, so a recipe takes the same time on any number of "
+        "photos (0: --epochs)", low=0)
     learning_rate: float = option(1e-3, "the (peak) learning rate", low=0.0, low_open=True)
     optimizer: str = option("adam", "the optimizer", choices=OPTIMIZERS)
     weight_decay: float = option(0.0, "adamw's decoupled weight decay", low=0.0)
@@ -471,16 +477,20 @@ PRESETS = {
 }
 # Your own images/ and masks/ (measured on 243 ultrasound images with small nerves: see
 # docs/own-data.md): small-data's recipe, a larger validation part (small objects make few
-# validation pixels), and as many epochs as fit in about 16 CPU-minutes there (200: foreground
-# Dice 0.70 against 0.69 at 150). Squashing to 128 px beat native-resolution patches and 192 px at
-# equal time; masks are predicted at 128 px and their probabilities resized to each image's size.
+# validation pixels), and as many steps as fit in about 16 CPU-minutes there (200 epochs:
+# foreground Dice 0.70 against 0.69 at 150). Squashing to 128 px beat native-resolution patches
+# and 192 px at equal time there; where objects would vanish squashed, resize auto trains on
+# native-resolution patches instead.
 PRESETS["own-data"] = {
     **PRESETS["small-data"],
     "dataset": "folder",
     "labels": "binary",
     "validation_fraction": 0.2,
-    "epochs": 200,
+    # 200 epochs of the nerve sample's 189 training images, in steps: on more photos (or crops)
+    # fewer epochs, the same time.
+    "train_steps": 2400,
     "learning_rate": 4e-3,  # the rate measured there
+    "resize": "auto",  # squash there; patches on the nerve mosaics and on small cells
 }
 
 

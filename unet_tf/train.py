@@ -106,6 +106,7 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     config = with_seed(config)
     if splits is None:
         data.ensure_available(config)  # offline, the download fails in seconds
+    config = _choose_resize(config)
     with open_run(config, run_dir, resume) as run:
         print(f"{'resuming' if run.resumed else 'run folder:'} {run.path}"
               + (f" after epoch {run.state.epochs_completed}" if run.resumed else ""))
@@ -117,12 +118,13 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         for split in (train_split, val_split):
             if split is not None:
                 print(data.summary(split, config.class_names))
+        global_batch = _global_batch(config, strategy)
+        steps = -(-len(train_split) * config.crops_per_image // global_batch)
+        config = epochs_for_steps(config, steps)
         if val_split is None:
             print(f"no validation (--val-split none): every training example trains for all "
                   f"{config.epochs} epochs, without early stopping; model.keras is written when "
                   "training ends")
-        global_batch = _global_batch(config, strategy)
-        steps = -(-len(train_split) * config.crops_per_image // global_batch)
         model = build_model(config, strategy, steps_per_epoch=steps)  # saved and served
         trainer = training_model(model, config, strategy, steps)  # fit (a twin for crops)
         batches = _batches(config, strategy, global_batch, train_split, val_split)
@@ -150,6 +152,25 @@ def _load_data(config: Config, run_path: Path) -> tuple:
         print(message)
     return data.load_splits(config, stream=cache != "memory",
                             cache_dir=run_path / "cache" if cache == "disk" else None)
+
+
+def _choose_resize(config: Config) -> Config:
+    """`config` with --resize auto chosen from the training masks (and said)."""
+    if config.resize != "auto":
+        return config
+    config, message = data.choose_resize(config, data.list_files(config, config.train_split))
+    print(message)
+    return config
+
+
+def epochs_for_steps(config: Config, steps_per_epoch: int) -> Config:
+    """`config` whose epochs make about --train-steps steps of `steps_per_epoch` (and said);
+    unchanged without --train-steps. More than the warm-up's epochs."""
+    if not config.train_steps:
+        return config
+    epochs = max(-(-config.train_steps // steps_per_epoch), config.warmup_epochs + 1)
+    print(f"--train-steps {config.train_steps}: {epochs} epochs of {steps_per_epoch} steps")
+    return dataclasses.replace(config, epochs=epochs)
 
 
 def with_seed(config: Config) -> Config:

@@ -8,7 +8,7 @@
 """
 
 from unet_tf.data import geometry
-from unet_tf.data.decoding import background_class
+from unet_tf.data.decoding import background_class, choose_resize
 from unet_tf.data.preprocess import (
     augment_batch,
     make_dataset,
@@ -45,6 +45,6 @@ def summary(split: Split, class_names) -> str:
 
 
 __all__ = ["DataError", "DataUnavailableError", "Split", "augment_batch", "background_class",
-           "ensure_available", "geometry", "list_files", "load_split", "load_splits",
+           "choose_resize", "ensure_available", "geometry", "list_files", "load_split", "load_splits",
            "make_dataset", "normalize", "parse_split", "resize_image", "resize_mask", "summary",
            "trimap_to_classes"]

@@ -10,6 +10,7 @@ for every photo size. Everything else (CMYK, 16-bit, palettes, transparency, GIF
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,34 @@ def background_class(config) -> int:
     """The class padding and crops treat as background: the one named so, else class 0."""
     names = config.class_names
     return names.index("background") if "background" in names else 0
+
+
+# resize auto looks at this many training masks, spread over the split.
+AUTO_SAMPLE = 64
+
+
+def choose_resize(config, files: list | None) -> tuple:
+    """(config, message): `config` with resize auto made concrete (`geometry.choose_policy`) from
+    the objects in up to AUTO_SAMPLE of the masks in `files` (`list_files`), before training
+    reads the data; any other policy as it is, without a message. Without files (tfds or
+    synthetic data): squash."""
+    if config.resize != "auto":
+        return config, None
+    if not files:
+        chosen = {"resize": "squash", "reason": "masks not listed as files here: squash"}
+    else:
+        picked = np.unique(np.linspace(0, len(files) - 1, min(AUTO_SAMPLE, len(files))).round())
+        encoding = "trimap" if config.dataset == "oxford_iiit_pet" else "index"
+        widths, shapes = [], []
+        for index in picked.astype(int):
+            _, mask, reason, _ = decode_pair(Path(files[index][1]), Path(files[index][2]), config,
+                                             encoding)
+            if not reason:  # unusable pairs are named when the split is read
+                widths.append(geometry.object_width(mask, background_class(config)))
+                shapes.append(mask.shape)
+        chosen = geometry.choose_policy(widths, shapes, config.image_size, config.patch_size)
+    reason = chosen.pop("reason")
+    return dataclasses.replace(config, **chosen), f"--resize auto: {reason}"
 
 
 def fit(config, image, mask) -> tuple:

@@ -4,7 +4,9 @@
     pad     resized so the longer side is image_size, centred on a square of zeros (its mask on the
             background class): the aspect is kept, and prediction crops the answer back;
     none    kept at native resolution, times --scale: training takes random --patch-size crops,
-            validation and prediction cover the photo with tiles.
+            validation and prediction cover the photo with tiles;
+    auto    one of squash and none, chosen from how wide the objects in the masks are
+            (`choose_policy`).
 
 The same functions shape training data and served photos, so a model sees at prediction what it
 saw in training. Geometry is computed once, in `letterbox_box`, for both directions.
@@ -16,6 +18,14 @@ import numpy as np
 import tensorflow as tf
 
 from unet_tf.data.preprocess import resize_image
+
+# resize auto (measured in docs/own-data.md): objects narrower than MIN_SQUASHED_WIDTH px once
+# squashed to the model's input lose their shape there (a nerve sample's 14 px were learned,
+# 5-6 px nerves and cells were not), so such data trains on native-resolution patches, scaled
+# down only as far as keeps its objects TARGET_WIDTH px wide.
+MIN_SQUASHED_WIDTH = 8.0
+TARGET_WIDTH = 16.0
+MAX_CROPS_PER_IMAGE = 8
 
 
 def letterbox_box(height, width, size: int):
@@ -126,3 +136,42 @@ def tiles(image: np.ndarray, mask: np.ndarray, patch: int, background: int) -> t
     pairs = [(image[y:y + patch, x:x + patch], mask[y:y + patch, x:x + patch])
              for y in starts(height) for x in starts(width)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def object_width(mask: np.ndarray, background: int) -> float:
+    """The typical width in pixels of a mask's objects: 4 x area / boundary length, counted on
+    the pixel grid (a square of side s gives s, a disc about 0.8 of its diameter, a line about
+    twice its width); nan for a mask without objects."""
+    objects = np.asarray(mask) != background
+    area = objects.sum()
+    if not area:
+        return float("nan")
+    # Edges between an object pixel and a background pixel, the image border included.
+    padded = np.pad(objects, 1)
+    edges = (padded[1:] != padded[:-1]).sum() + (padded[:, 1:] != padded[:, :-1]).sum()
+    return 4.0 * area / edges
+
+
+def choose_policy(widths, shapes, size: int, patch_size: int = 0) -> dict:
+    """The resize auto settings for masks whose objects are `widths` px wide (`object_width`,
+    nan for none) in photos of `shapes` (height, width): squash when the median object stays
+    MIN_SQUASHED_WIDTH px wide squashed to `size`, else native-resolution patches of
+    `patch_size` (default `size`) px: scaled so the median object is TARGET_WIDTH px wide (never
+    enlarged), as many crops per image an epoch as patches fit in the median scaled photo (at
+    most MAX_CROPS_PER_IMAGE). Also says why, as `reason`."""
+    widths, shapes = np.asarray(widths, float), np.asarray(shapes, float).reshape(-1, 2)
+    seen = ~np.isnan(widths)
+    if not seen.any():
+        return {"resize": "squash", "reason": "no objects in the masks looked at"}
+    native = float(np.median(widths[seen]))
+    squashed = float(np.median(widths[seen] * size / np.sqrt(shapes[seen].prod(axis=1))))
+    said = f"objects about {native:.0f} px wide, {squashed:.1f} px squashed to {size} px"
+    if squashed >= MIN_SQUASHED_WIDTH:
+        return {"resize": "squash", "reason": f"{said}: squash"}
+    patch = patch_size or size
+    scale = min(1.0, round(TARGET_WIDTH / native, 2))
+    crops = int(np.clip(round(np.median(shapes.prod(axis=1)) * scale ** 2 / patch ** 2), 1,
+                        MAX_CROPS_PER_IMAGE))
+    return {"resize": "none", "scale": scale, "patch_size": patch, "crops_per_image": crops,
+            "reason": f"{said}: native-resolution patches (scale {scale:g}, {patch} px crops, "
+                      f"{crops} of each image an epoch)"}

@@ -106,6 +106,10 @@ def ensure_available(config) -> None:
 def load_split(config, split: str, stream: bool = False, cache_dir: Path | None = None) -> Split:
     """One split of the configured dataset, e.g. "train", "test" or "train[:80%]". With `stream`
     (local files only), the files are checked but not kept in memory: see streaming.py."""
+    if config.resize == "auto":
+        raise DataError("resize auto is chosen from the masks when training starts; load the "
+                        "data with the chosen configuration: data.choose_resize(config, "
+                        "data.list_files(config, config.train_split))[0]")
     if config.dataset == "synthetic":
         # Two fixed sets, whatever the training seed: "train" and anything else ("test", ...).
         if parse_split(split)[0] == "train":
