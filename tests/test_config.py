@@ -65,6 +65,12 @@ def test_own_data_preset_reads_a_folder_of_binary_masks():
     assert indexed.class_names == ("background", "road", "building")
     with pytest.raises(ConfigError, match="needs data_dir"):
         parse("--preset", "own-data")
+    # The preset's length is in steps; epochs given later win, and steps given with them stay.
+    assert (config.train_steps, config.resize) == (2400, "auto")
+    assert parse("--preset", "own-data", "--data-dir", "d", "--epochs", "50").train_steps == 0
+    assert preset("own-data", data_dir="d", epochs=50).train_steps == 0
+    both = parse("--preset", "own-data", "--data-dir", "d", "--epochs", "8", "--train-steps", "9")
+    assert (both.epochs, both.train_steps) == (8, 9)
 
 
 def test_quickstart_preset_is_offline_and_small():

@@ -159,7 +159,7 @@ class Config:
     train_steps: int = option(
         0, "train about this many steps in place of --epochs: as many epochs as make them with "
         "this data and its crops per image, so a recipe takes the same time on any number of "
-        "photos (0: --epochs)", low=0)
+        "photos (0: --epochs; --epochs given over a preset that sets this turns it off)", low=0)
     learning_rate: float = option(1e-3, "the (peak) learning rate", low=0.0, low_open=True)
     optimizer: str = option("adam", "the optimizer", choices=OPTIMIZERS)
     weight_decay: float = option(0.0, "adamw's decoupled weight decay", low=0.0)
@@ -509,7 +509,9 @@ def preset(name: str, **overrides) -> Config:
     """The named preset with `overrides` applied, e.g. preset("quickstart", epochs=2)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
-    return Config.from_dict({**PRESETS[name], **overrides})
+    values = dict(PRESETS[name])
+    _override(values, overrides)
+    return Config.from_dict(values)
 
 
 def read_config_file(path) -> dict:
@@ -616,10 +618,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ConfigError(f"unknown preset {args.preset!r}; known presets: {', '.join(PRESETS)}")
     values = dict(PRESETS[args.preset])
     if args.config:
-        values.update(read_config_file(args.config))
-    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                   if getattr(args, f.name, None) is not None})
+        _override(values, read_config_file(args.config))
+    _override(values, {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                       if getattr(args, f.name, None) is not None})
     return Config.from_dict(values)
+
+
+def _override(values: dict, later: dict) -> None:
+    """`values` updated with `later`; epochs given without train_steps win over the train_steps
+    of what came before (`--preset own-data --epochs 50` trains 50 epochs)."""
+    if "epochs" in later and "train_steps" not in later:
+        values["train_steps"] = 0
+    values.update(later)
 
 
 def options_markdown() -> str:
