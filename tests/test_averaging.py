@@ -78,10 +78,13 @@ def test_average_weights_is_the_mean_from_the_best_epoch_with_batch_norm_measure
     assert sum(statistic) > 0
 
     # The first BatchNorm layer's statistics, measured independently: the mean (and the mean of
-    # the two batches' variances) of the averaged first convolution's output on the training photos.
+    # the two batches' variances) of the averaged first convolution's output on the training photos,
+    # in batches of the order the run's seed shuffles them into.
     encoder = model.get_layer("encoder")
     conv = keras.Model(encoder.inputs, encoder.get_layer("Conv1").output)
-    features = np.asarray(conv(data.normalize(splits[0].images) * 2.0 - 1.0))
+    seed = json.loads((run / "config.json").read_text())["seed"]
+    order = np.random.default_rng(seed).permutation(16)
+    features = np.asarray(conv(data.normalize(splits[0].images[order]) * 2.0 - 1.0))
     bn = encoder.get_layer("bn_Conv1")
     np.testing.assert_allclose(bn.moving_mean.numpy(), features.mean(axis=(0, 1, 2)),
                                rtol=1e-4, atol=1e-5)
@@ -184,3 +187,27 @@ def test_without_validation_every_example_trains_and_the_last_quarter_is_average
 
     with pytest.raises(ConfigError, match="fine-tuning starts from the best epoch"):
         preset("tutorial", val_split="none", fine_tune_epochs=2)
+
+
+def test_batch_norm_is_measured_on_batches_that_mix_photos_as_training_does():
+    """Tiles of photos of any sizes (--resize none) come shuffled: batches of one photo's tiles
+    would measure a variance near 0 for photos that differ from each other but not inside."""
+    from types import SimpleNamespace
+
+    from unet_tf.train import _batch_norm_images
+
+    config = preset("quickstart", resize="none", patch_size=32, seed=0)
+    levels = (0, 80, 160, 240)  # four flat photos of 64 x 128: 8 tiles of 32 px each
+    split = SimpleNamespace(
+        streamed=False, images=[np.full((64, 128, 3), v, np.uint8) for v in levels],
+        masks=[np.zeros((64, 128), np.uint8)] * 4)
+    tiles = _batch_norm_images(config, split)
+    assert sorted(int(t[0, 0, 0]) for t in tiles) == sorted(list(levels) * 8)
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.BatchNormalization()])
+    averaging.reestimate_batch_norm(model, tiles, batch_size=4)
+    values = data.normalize(np.array(levels, np.uint8)).numpy()
+    mean_in_batches = np.mean([data.normalize(tiles[i:i + 4, 0, 0, 0]).numpy().var()
+                               for i in range(0, 32, 4)])
+    assert mean_in_batches > 0.5 * values.var()  # in photo order it would be 0
+    variance = model.layers[0].moving_variance.numpy()
+    assert variance == pytest.approx(np.full(3, mean_in_batches), rel=1e-4)

@@ -403,14 +403,17 @@ def validation_policy(config: Config) -> Policy:
 
 def _batch_norm_images(config: Config, split) -> np.ndarray:
     """uint8 [N, S, S, 3] images to measure BatchNorm statistics on: the split's, or for photos
-    of any sizes their tiles of the model's size (a sample of a streamed split)."""
+    of any sizes their tiles of the model's size (a sample of a streamed split), shuffled with
+    the run's seed. Batches mix photos as training's do: the statistics are means of batch
+    statistics, and a batch of one photo's tiles has too small a variance."""
     if split.streamed:
-        return streaming.sample_images(split, config)
-    if not isinstance(split.images, list):
-        return split.images
-    tiles = [data.geometry.tiles(i, m, config.model_size, 0)[0]
-             for i, m in zip(split.images, split.masks)]
-    return np.stack([t for ts in tiles for t in ts])
+        images = streaming.sample_images(split, config)
+    elif not isinstance(split.images, list):
+        images = split.images
+    else:
+        images = np.stack([tile for image, mask in zip(split.images, split.masks)
+                           for tile in data.geometry.tiles(image, mask, config.model_size, 0)[0]])
+    return images[np.random.default_rng(config.seed).permutation(len(images))]
 
 
 def write_reports(model, run: Path, config: Config, val_split, history: dict, best: int,
