@@ -150,16 +150,22 @@ def test_evaluate_a_tiled_model_at_full_resolution(tiled_run, own_data, tmp_path
 # --- patch training ----------------------------------------------------------------------------
 
 
+def _step_counter():
+    """(callback, steps): `steps` gets the number of training steps of each epoch."""
+    steps = []
+    counter = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: steps.append(0),
+        on_train_batch_end=lambda batch, logs: steps.__setitem__(-1, steps[-1] + 1))
+    return counter, steps
+
+
 def test_patch_training_runs_saves_the_model_size_and_evaluates(own_data, tmp_path):
     """Crops of squashed photos here; native-resolution patches in the resize auto test below."""
     from unet_tf.train import train
 
     config = _config(own_data, alpha=0.35, decoder_filters=(8, 8, 8, 8), batch_size=4,
                      epochs=2, resize="squash", image_size=64, patch_size=32)
-    steps = []
-    counter = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: steps.append(0),
-        on_train_batch_end=lambda batch, logs: steps.__setitem__(-1, steps[-1] + 1))
+    counter, steps = _step_counter()
     run = train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[counter])
     photos = len(data.load_splits(config)[0])  # one crop of each an epoch (several: below)
     assert steps == [-(-photos // 4)] * 2
@@ -334,10 +340,7 @@ def test_training_with_resize_auto_and_train_steps_writes_what_it_chose(own_data
                      batch_size=8, train_steps=12)
     with pytest.raises(data.DataError, match="chosen from the masks when training starts"):
         data.load_splits(config)
-    steps = []
-    counter = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: steps.append(0),
-        on_train_batch_end=lambda batch, logs: steps.__setitem__(-1, steps[-1] + 1))
+    counter, steps = _step_counter()
     run = train(config, run_dir=tmp_path / "run", verbose=0, callbacks=[counter])
     written = json.loads((run / "config.json").read_text())
     assert (written["resize"], written["scale"], written["patch_size"],
