@@ -30,13 +30,14 @@ def tiny_model_kwargs():
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """A finished one-epoch quickstart run on synthetic pets at 64 px; returns the run folder."""
+    """A finished one-epoch quickstart run on synthetic pets at 64 px, with its epoch preview;
+    returns the run folder."""
     from unet_tf.config import preset
     from unet_tf.train import train
 
     config = preset("quickstart", epochs=1, image_size=64, synthetic_train_examples=32,
                     synthetic_val_examples=16, batch_size=8, alpha=0.35,
-                    decoder_filters=(16, 16, 16, 16), seed=0)
+                    decoder_filters=(16, 16, 16, 16), seed=0, epoch_previews=True)
     return train(config, run_dir=tmp_path_factory.mktemp("tiny_run") / "run", verbose=0)
 
 

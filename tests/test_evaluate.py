@@ -1,6 +1,7 @@
 """evaluate: figures checked against a hand-computed case, through the command line."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -154,3 +155,17 @@ def test_evaluate_defaults_to_the_part_the_run_carved_out_for_validation(tiny_ru
     report = json.loads(written.read_text())
     assert report["split"] == carved.name == "train (validation part)"
     assert report["examples"] == len(carved) != config["synthetic_val_examples"]
+
+
+def test_a_score_on_the_photos_that_chose_the_epoch_says_so(tiny_run, tmp_path, capsys):
+    """The tiny run validates on synthetic `test` (nothing carved out of training): scored there,
+    with or without --split, the table and the JSON say that early stopping chose the epoch on
+    these photos; on photos it never validated on, they do not."""
+    model = str(tiny_run / "model.keras")
+    for args, chose in ((["--json", str(tmp_path / "validation.json")], True),
+                        (["--split", "test", "--json", str(tmp_path / "test.json")], True),
+                        (["--split", "train[:8]", "--json", str(tmp_path / "train.json")], False)):
+        assert main(["--model", model, *args]) == 0
+        printed = capsys.readouterr().out
+        assert ("chose the epoch kept (early stopping): an optimistic score" in printed) is chose
+        assert json.loads(Path(args[-1]).read_text())["chose_the_model"] is chose

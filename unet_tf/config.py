@@ -208,6 +208,10 @@ class Config:
         "machine (somewhat slower; XLA off)")
     run_dir: str = option("", "the run folder, new or empty (default: a new folder under runs/)",
                           unit="path")
+    epoch_previews: bool = option(
+        False, "after every epoch, draw the model's mask of one validation photo (a training "
+        "photo without validation) into previews/epoch_NNN.png in the run folder; in a notebook "
+        "also shown under the training cell, as the tutorial's DisplayCallback does")
 
     def __post_init__(self):
         errors = [*_check_fields(self)]

@@ -25,42 +25,22 @@ the confusion matrix beside it.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import sys
 from pathlib import Path
 
 from unet_tf import data, plots, postprocess
 from unet_tf.cli import add_tta_argument, command_parser, run_command
-from unet_tf.config import DATASETS, LABEL_MODES, Config, ConfigError, preset
-from unet_tf.evaluation import evaluate_split, format_report
+from unet_tf.config import DATASETS, LABEL_MODES, ConfigError
+from unet_tf.evaluation import (
+    chose_the_model,
+    evaluate_split,
+    evaluation_config,
+    evaluation_data,
+    format_report,
+)
 from unet_tf.outputs import REPORT_FORMAT, check_report_file, make_folder
-from unet_tf.run_files import RunInfo, load_model_safely, write_json
-
-
-def evaluation_config(info: RunInfo, dataset: str | None = None, data_dir: str | None = None,
-                      labels: str | None = None, classes: tuple | None = None,
-                      split: str | None = None) -> Config:
-    """The configuration of the run a model came from (`info`), with the data it is to be
-    evaluated on: any of `dataset`, `data_dir`, `labels`, `classes` replace the run's, and `split`
-    names a split instead of the run's validation data."""
-    values = dict(info.config) or {**preset("tutorial").to_dict(), "labels": info.labels,
-                                   "classes": None if info.labels != "index" else info.class_names}
-    values["image_size"] = info.input_size
-    if dataset:
-        values.update(dataset=dataset, data_dir="",
-                      classes=values["classes"] if dataset == "folder" else None)
-    if data_dir:
-        values["data_dir"] = data_dir
-        if not dataset and values["dataset"] == "synthetic":
-            values["dataset"] = "oxford_iiit_pet"
-    if labels:
-        values["labels"] = labels
-    if classes:
-        values["classes"] = tuple(classes)
-    if split:
-        values.update(val_split=split, validation_fraction=0.0)
-    return Config.from_dict(values)
+from unet_tf.run_files import load_model_safely, write_json
 
 
 def main(argv=None) -> int:
@@ -113,18 +93,14 @@ def _main(argv) -> int:
         raise ConfigError(f"{model_path} was trained without validation (--val-split none), so "
                           "it has no validation data to score it on: name a split it never saw "
                           "with --split, e.g. --split test")
-    full = args.full_resolution or config.resize == "none"
-    policy = info.policy if full else None
-    if full:  # the photos as they are; the policy fits them to the model
-        config = dataclasses.replace(config, resize="none", scale=1.0)
-    split = (data.load_split(config, config.val_split) if args.split
-             else data.load_splits(config, train=False)[1])
+    split, policy, full = evaluation_data(info, config, bool(args.split), args.full_resolution)
     slug = (re.sub(r"[^\w-]+", "_", split.name).strip("_") + "".join(f"_{s}" for s in steps)
             + ("_tta" if args.tta else "") + ("_full" if full else ""))
     json_path = Path(args.json) if args.json else model_path.with_name(f"evaluation_{slug}.json")
     check_report_file(json_path, _picture(json_path))
     print(data.summary(split, config.class_names))
     report, cm, _ = evaluate_split(model, split, config.class_names, steps, args.tta, policy)
+    report["chose_the_model"] = chose_the_model(info.config, args.split)
     report = {"format": REPORT_FORMAT, **report, "resolution": "full" if full else "model",
               "policy": (policy or info.policy).to_dict(), "model": str(model_path),
               "dataset": config.dataset, "data_dir": config.data_dir,

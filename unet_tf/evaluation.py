@@ -13,12 +13,71 @@ truly and predicted, scores 1).
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 
-from unet_tf import metrics, postprocess
+from unet_tf import data, metrics, postprocess
+from unet_tf.config import Config, preset
 from unet_tf.data import Split
 from unet_tf.inference import Policy, predict_masks
+from unet_tf.run_files import RunInfo
+
+
+def evaluation_config(info: RunInfo, dataset: str | None = None, data_dir: str | None = None,
+                      labels: str | None = None, classes: tuple | None = None,
+                      split: str | None = None) -> Config:
+    """The configuration of the run a model came from (`info`), with the data it is to be
+    evaluated on: any of `dataset`, `data_dir`, `labels`, `classes` replace the run's, and `split`
+    names a split instead of the run's validation data."""
+    values = dict(info.config) or {**preset("tutorial").to_dict(), "labels": info.labels,
+                                   "classes": None if info.labels != "index" else info.class_names}
+    values["image_size"] = info.input_size
+    if dataset:
+        values.update(dataset=dataset, data_dir="",
+                      classes=values["classes"] if dataset == "folder" else None)
+    if data_dir:
+        values["data_dir"] = data_dir
+        if not dataset and values["dataset"] == "synthetic":
+            values["dataset"] = "oxford_iiit_pet"
+    if labels:
+        values["labels"] = labels
+    if classes:
+        values["classes"] = tuple(classes)
+    if split:
+        values.update(val_split=split, validation_fraction=0.0)
+    return Config.from_dict(values)
+
+
+def evaluation_data(info: RunInfo, config: Config, named_split: bool,
+                    full_resolution: bool = False) -> tuple:
+    """(split, policy, full) to score a model on: `config.val_split` when `named_split`, else the
+    run's validation data (the part carved out of its training split included). At the model's
+    size as training's validation, or with `full_resolution` (always for --resize none models)
+    the photos as they are, fitted to the model by the run's policy and scored at their size."""
+    full = full_resolution or config.resize == "none"
+    if full:  # the photos as they are; the policy fits them to the model
+        config = dataclasses.replace(config, resize="none", scale=1.0)
+    split = (data.load_split(config, config.val_split) if named_split
+             else data.load_splits(config, train=False)[1])
+    return split, info.policy if full else None, full
+
+
+def chose_the_model(run_config: dict, split: str | None) -> bool:
+    """Whether early stopping chose the model's epoch on these photos: the run's validation data
+    (`split` None), or a split named as the run's validation split when nothing was carved out of
+    training for validation (the tutorial validates on `test`). Its score is then optimistic."""
+    if not run_config or run_config.get("val_split") == "none":
+        return False
+    if split is None:
+        return True
+    return (not run_config.get("validation_fraction")
+            and data.parse_split(split) == data.parse_split(run_config["val_split"]))
+
+
+SELECTION_NOTE = ("these photos chose the epoch kept (early stopping): an optimistic score; "
+                  "photos the run never saw give an honest one")
 
 
 def binary_scores(true_masks, predicted_masks, pet_classes) -> dict:
@@ -79,6 +138,8 @@ def format_report(report: dict, class_names) -> str:
         rows.append(f"{objects} vs background: Dice {b['dice']:.4f} (mean per image "
                     f"{b['mean_dice_per_image']:.4f}), IoU {b['iou']:.4f} (mean per image "
                     f"{b['mean_iou_per_image']:.4f})")
+    if report.get("chose_the_model"):
+        rows.append(f"note: {SELECTION_NOTE}")
     return "\n".join(rows)
 
 

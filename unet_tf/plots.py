@@ -143,26 +143,46 @@ def plot_curves(history: dict, path, best: int | None = None, averaged=None) -> 
     _save(fig, path, dpi=100)
 
 
-def plot_predictions(images, true_masks, predicted_masks, class_names, path, titles=None) -> None:
-    """Rows of image / true mask / predicted mask, classes coloured by role (`class_colors`)."""
-    rows = len(images)
-    fig = Figure(figsize=(9, 3 * rows))
-    axes = fig.subplots(rows, 3, squeeze=False)
-    for i in range(rows):
-        panels = (images[i], colorize(true_masks[i], class_names),
-                  colorize(predicted_masks[i], class_names))
-        for ax, panel, title in zip(axes[i], panels, ("image", "true mask", "predicted mask")):
+def panels_figure(rows, titles, class_names) -> Figure:
+    """A figure of rows of RGB pictures side by side, each with its title (`titles`: one list
+    per row), and a legend of the class colours underneath."""
+    fig = Figure(figsize=(3 * max(len(row) for row in rows), 3 * len(rows)))
+    axes = fig.subplots(len(rows), max(len(row) for row in rows), squeeze=False)
+    for row_axes, row, row_titles in zip(axes, rows, titles):
+        for ax, panel, title in zip(row_axes, row, row_titles):
             ax.imshow(panel)
-            ax.set_title(title if titles is None or title != "image" else titles[i], fontsize=9)
+            ax.set_title(title, fontsize=9)
+        for ax in row_axes:
             ax.axis("off")
     handles = [Patch(color=color / 255, label=name)
                for color, name in zip(class_colors(class_names), class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=len(class_names))
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    _save(fig, path, dpi=90)
+    fig.tight_layout(rect=(0, 0.1 / len(rows) ** 0.5, 1, 1))
+    return fig
+
+
+def predictions_figure(images, true_masks, predicted_masks, class_names, titles=None) -> Figure:
+    """Rows of image / true mask / predicted mask, classes coloured by role (`class_colors`);
+    `titles` name the images (default: "image")."""
+    return panels_figure(
+        [(image, colorize(true, class_names), colorize(predicted, class_names))
+         for image, true, predicted in zip(images, true_masks, predicted_masks)],
+        [(titles[i] if titles is not None else "image", "true mask", "predicted mask")
+         for i in range(len(images))], class_names)
+
+
+def plot_predictions(images, true_masks, predicted_masks, class_names, path, titles=None) -> None:
+    """`predictions_figure`, saved to `path`."""
+    _save(predictions_figure(images, true_masks, predicted_masks, class_names, titles), path,
+          dpi=90)
 
 
 def plot_confusion(cm, class_names, path) -> None:
+    """`confusion_figure`, saved to `path`."""
+    _save(confusion_figure(cm, class_names), path, dpi=100)
+
+
+def confusion_figure(cm, class_names) -> Figure:
     """The confusion matrix, each row normalized to the share of that true class's pixels."""
     cm = np.asarray(cm, np.float64)
     shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -178,4 +198,4 @@ def plot_confusion(cm, class_names, path) -> None:
     ax.set_ylabel("true")
     ax.set_title("confusion matrix (row-normalized)")
     fig.tight_layout()
-    _save(fig, path, dpi=100)
+    return fig

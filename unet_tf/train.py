@@ -49,6 +49,7 @@ from unet_tf.distribute import (
 from unet_tf.evaluation import evaluate_split
 from unet_tf.inference import Policy, predict_masks
 from unet_tf.model import set_encoder_trainable
+from unet_tf.previews import EpochPreview
 from unet_tf.resume import EpochState, ResumableEarlyStopping, truncate_history
 from unet_tf.run import (
     BEST_EPOCH,
@@ -135,8 +136,10 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         if run.resumed:
             _restore(run, trainer, kit, config, strategy)
         started = time.perf_counter()
+        previews = [_epoch_preview(config, val_split, train_split, run.path)
+                    ] if config.epoch_previews else []
         diverged = fit_phases(trainer, run, config, strategy, kit, batches,
-                              kit.callbacks + list(callbacks) + [kit.owner], verbose)
+                              kit.callbacks + previews + list(callbacks) + [kit.owner], verbose)
         _finish(run, model, config, strategy, kit, (train_split, val_split),
                 time.perf_counter() - started, diverged)
     return run.path
@@ -480,6 +483,13 @@ def _some_examples(split, config: Config, count: int) -> tuple:
     picks = _spread(len(split), count)
     return ([split.names[i] for i in picks], [split.images[i] for i in picks],
             [split.masks[i] for i in picks])
+
+
+def _epoch_preview(config: Config, val_split, train_split, run_path: Path) -> EpochPreview:
+    """--epoch-previews: the first validation photo (a training photo without validation)."""
+    names, images, masks = _some_examples(val_split or train_split, config, 1)
+    return EpochPreview(names[0] + ("" if val_split else " (trained on)"), images[0], masks[0],
+                        config.class_names, validation_policy(config), run_path / "previews")
 
 
 def _spread(length: int, count: int) -> np.ndarray:

@@ -1,0 +1,372 @@
+"""What the Colab notebook (`colab/unet_segmentation.ipynb`) calls beside `preset`, `load_splits`,
+`build_model` and `train`: each step of a run shown the way a learner wants to see it. The same
+calls work in any Jupyter kernel, and in a script (pictures are then saved, not shown).
+
+    from unet_tf import notebook as nb
+    from unet_tf.config import preset
+    from unet_tf.data import load_splits
+    from unet_tf.train import train
+    from unet_tf.training import build_model
+
+    nb.check_runtime()                                   # versions, GPU, precision, XLA
+    config = preset("quickstart", epoch_previews=True)
+    train_split, val_split = load_splits(config)
+    nb.show_examples(train_split, config.class_names)    # photos, masks, overlays
+    model = build_model(config)
+    nb.show_model(model, config)                         # the tutorial's down_stack and up_stack
+    run = train(config, splits=(train_split, val_split))
+    nb.show_run(run)                                     # curves and predictions
+    nb.evaluate_run(run)                                 # scores, said honestly
+    export = nb.export_run(run)                          # the SavedModel (a zip download in Colab)
+    nb.segment_photos(export, stand_in=val_split)        # your own photos through the export
+
+    folder = nb.own_data("my_data.zip")                  # your images/ and masks/, unpacked
+    run = train(preset("own-data", data_dir=str(folder)))
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import io
+import json
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import unet_tf
+from unet_tf import data, metrics, plots
+from unet_tf import images as image_io
+from unet_tf.config import Config, preset
+from unet_tf.data import DataError
+from unet_tf.evaluation import (
+    chose_the_model,
+    evaluate_split,
+    evaluation_config,
+    evaluation_data,
+    format_report,
+)
+from unet_tf.export import export_saved_model
+from unet_tf.inference import Policy, segment
+from unet_tf.model import SKIP_LAYERS
+from unet_tf.outputs import check_export_folder, prepare_predictions_folder
+from unet_tf.predict import Segmenter, collect_inputs, output_names, predict_files
+from unet_tf.run import METRICS, MODEL
+from unet_tf.run_files import load_model_safely, read_run_config
+from unet_tf.training import gpu_available, precision_policy, use_xla
+
+__all__ = ["check_runtime", "show_examples", "show_model", "show_run", "evaluate_run",
+           "export_run", "own_data", "segment_photos"]
+
+OWN_DATA_FOLDER = Path("own_data")  # where own_data unpacks a zip, under the working folder
+GPU_ADVICE = "In Colab: Runtime > Change runtime type > GPU, then run the notebook from the top."
+
+
+def _in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def _in_kernel() -> bool:
+    return "ipykernel" in sys.modules
+
+
+def _show_png(png: bytes) -> None:
+    """Shows a PNG under the running cell (in a kernel; elsewhere nothing)."""
+    if _in_kernel():
+        from IPython.display import Image, display
+
+        display(Image(data=png))
+
+
+def _show_figure(figure) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    _show_png(buffer.getvalue())
+
+
+def check_runtime() -> None:
+    """Prints where unet_tf is imported from, the versions of Python, TensorFlow and Keras, and the
+    GPU with the precision and XLA a run will use there (or how to get a GPU in Colab)."""
+    print(f"unet_tf {unet_tf.__version__} ({Path(unet_tf.__file__).parent}); Python "
+          f"{sys.version.split()[0]}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+          f"tensorflow-datasets {importlib.metadata.version('tensorflow-datasets')}")
+    defaults = preset("tutorial")
+    if gpu_available():
+        names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+                 for gpu in tf.config.list_physical_devices("GPU")]
+        print(f"GPU: {', '.join(names)}; training computes in {precision_policy(defaults)}, XLA "
+              f"{'on' if use_xla(defaults) else 'off'}")
+    else:
+        print(f"No GPU: training runs on the CPU, in float32, more slowly. {GPU_ADVICE}")
+
+
+def show_examples(split: data.Split, class_names, count: int = 3, model=None) -> None:
+    """Shows `count` examples of a split: photo, true mask and the truth laid over the photo; with
+    `model`, the model's mask in place of the overlay (before training: noise)."""
+    picks = np.linspace(0, len(split) - 1, min(count, len(split))).astype(int)
+    images = [split.images[i] for i in picks]
+    masks = [split.masks[i] for i in picks]
+    if model is not None:
+        predicted = [_segment(model, image) for image in images]
+        figure = plots.predictions_figure(images, masks, predicted, class_names,
+                                          titles=[split.names[i] for i in picks])
+    else:
+        figure = plots.panels_figure(
+            [(image, plots.colorize(mask, class_names), plots.overlay(image, mask, class_names))
+             for image, mask in zip(images, masks)],
+            [(split.names[i], "true mask", "overlay") for i in picks], class_names)
+    _show_figure(figure)
+
+
+def _segment(model, image: np.ndarray) -> np.ndarray:
+    policy = Policy(size=int(model.input_shape[1]))
+    return segment(model, image[None], policy=policy)[0][0].numpy()
+
+
+def show_model(model: keras.Model, config: Config) -> None:
+    """Prints the U-Net as the tutorial builds it: the encoder layers whose outputs are the skip
+    connections (`down_stack`), the pix2pix upsample blocks (`up_stack`), each joined to the skip of
+    its size, and the last transposed convolution; then draws the model where pydot and Graphviz
+    are installed (as in Colab)."""
+    side, encoder = config.model_size, model.get_layer("encoder")
+    print(f"down_stack: MobileNetV2 (alpha {config.alpha}, weights {config.encoder_weights}, "
+          f"{'frozen' if not encoder.trainable else 'trained'}) on {side}x{side} photos; its "
+          "outputs:")
+    for (name, share), output in zip(SKIP_LAYERS, encoder.outputs):
+        size = round(side * share)
+        print(f"  {name:<22} {size}x{size}x{output.shape[-1]}")
+    print("up_stack: pix2pix upsample blocks (3x3 transposed convolution, stride 2, BatchNorm, "
+          "ReLU), each followed by the encoder output of its size:")
+    blocks = [layer for layer in model.layers if layer.name.startswith("up_")]
+    for (skip_name, share), block in zip(reversed(SKIP_LAYERS[:-1]), blocks):
+        size = round(side * share)
+        print(f"  {block.name:<14} {size // 2}x{size // 2} -> {size}x{size}, "
+              f"{block.layers[0].filters} filters, + {skip_name}")
+    logits = model.get_layer("logits")
+    print(f"  {'logits':<14} {side // 2}x{side // 2} -> {side}x{side}, one channel per class "
+          f"({', '.join(config.class_names)})")
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    print(f"{model.count_params():,} parameters, {trainable:,} of them trained "
+          f"(output {logits.output.shape[-1]} classes)")
+    if importlib.util.find_spec("pydot") and shutil.which("dot"):
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.png"
+            keras.utils.plot_model(model, to_file=str(path), show_shapes=True, dpi=60)
+            _show_png(path.read_bytes())
+    else:
+        print("(the model's picture needs pydot and Graphviz, as Colab has: "
+              "pip install pydot; apt install graphviz)")
+
+
+def _metrics(run: Path) -> dict:
+    path = Path(run) / METRICS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def show_run(run) -> None:
+    """Shows a training run's learning curves and its predictions on validation photos, and says
+    which epoch was kept (and when that was the last one: more epochs may help)."""
+    run = Path(run)
+    report = _metrics(run)
+    best, epochs = report.get("best_epoch"), report.get("epochs_run")
+    if best:
+        print(f"best epoch {best} of {epochs}: validation mean Dice {report['mean_dice']:.3f}"
+              + ("; the last epoch was the best: still improving, more epochs may help"
+                 if best == epochs else ""))
+    elif epochs:
+        print(f"{epochs} epochs, no validation (every epoch ran; model.keras is the last)")
+    for picture in ("curves.png", "predictions.png"):
+        if (run / picture).is_file():
+            _show_png((run / picture).read_bytes())
+
+
+def _scoring_split(run_config: Config) -> str | None:
+    """The split to score a run on: its own `val_split` when validation was carved out of the
+    training split (so early stopping never saw it) and that split exists; else None (the run's
+    validation data, said to be optimistic)."""
+    if not run_config.validation_fraction or not run_config.validates:
+        return None
+    try:
+        data.list_files(run_config, run_config.val_split)
+    except DataError:
+        return None  # e.g. one images/ + masks/ folder: no test/ beside it
+    return run_config.val_split
+
+
+def evaluate_run(run, split: str | None = None, full_resolution: bool = False,
+                 worst: int = 3) -> dict:
+    """Scores a run's model (model.keras) and prints the table, with the confusion matrix and the
+    `worst` photos (photo, truth, prediction, each photo's mean Dice).
+
+    Args:
+        run: a run folder.
+        split: str or None. The split to score (None: a split early stopping never saw when the
+            run carved its validation out of training, else the run's validation data, and then
+            the table says that these photos chose the model).
+        full_resolution: bool. Score each photo at its own size, predicted as the export does.
+        worst: int. How many of the lowest-scoring photos to show.
+
+    Returns:
+        The report (as `python -m unet_tf.evaluate` writes it).
+    """
+    run = Path(run)
+    model, info = load_model_safely(run / MODEL)
+    run_config = read_run_config(run / "config.json")
+    split = split or _scoring_split(run_config)
+    config = evaluation_config(info, split=split)
+    named, policy, _ = evaluation_data(info, config, bool(split), full_resolution)
+    report, confusion, predicted = evaluate_split(model, named, config.class_names, policy=policy)
+    report["chose_the_model"] = chose_the_model(info.config, split)
+    print(format_report(report, config.class_names))
+    _show_figure(plots.confusion_figure(confusion, config.class_names))
+    scores = [_mean_dice(t, p, config.class_names) for t, p in zip(named.masks, predicted)]
+    picks = np.argsort(scores, kind="stable")[:worst]
+    if len(picks):
+        print(f"the {len(picks)} photos it does worst on"
+              + (" (at their own size)" if full_resolution else "") + ":")
+        _show_figure(plots.predictions_figure(
+            [named.images[i] for i in picks], [named.masks[i] for i in picks],
+            [predicted[i] for i in picks], config.class_names,
+            titles=[f"{named.names[i]}: Dice {scores[i]:.3f}" for i in picks]))
+    return report
+
+
+def _mean_dice(true, predicted, class_names) -> float:
+    cm = metrics.confusion_matrix(true, predicted, len(class_names))
+    return metrics.scores_from_confusion(cm, class_names)["mean_dice"] or 0.0
+
+
+def export_run(run, download: bool = True) -> Path:
+    """Exports a run's model as a SavedModel into `<run>/export` (an earlier export there is
+    replaced) and returns the folder; in Colab with `download`, also downloads it as a zip."""
+    run = Path(run)
+    model, info = load_model_safely(run / MODEL)
+    out = run / "export"
+    check_export_folder(out, force=True)
+    export_saved_model(model, out, info)
+    print(f"SavedModel: {out.resolve()} (takes uint8 photos of any size, returns masks of "
+          "their size)\n  " + "\n  ".join(sorted(p.name for p in out.iterdir())))
+    if download and _in_colab():
+        from google.colab import files
+
+        files.download(shutil.make_archive(str(out), "zip", out))
+    return out
+
+
+def own_data(source: str | Path) -> Path | None:
+    """A folder of your own images and masks, ready for `preset("own-data", data_dir=...)`.
+
+    Args:
+        source: "upload" (in Colab: choose a zip), the path of a zip, or of a folder; a path in
+            Google Drive (/content/drive/...) mounts the Drive first. Empty: None (skipped).
+
+    The zip (or folder) holds `images/` and `masks/` with files of the same stem (or `train/` and
+    `test/`, each with both), at its top or inside one folder. A zip is unpacked into
+    `own_data/<zip name>/` under the working folder.
+    """
+    if not str(source).strip():
+        print("no own data given: set OWN_DATA to run this section")
+        return None
+    if str(source) == "upload":
+        source = _upload_zip()
+    path = Path(source).expanduser()
+    if str(path).startswith("/content/drive") and _in_colab() and not Path(
+            "/content/drive/MyDrive").is_dir():
+        from google.colab import drive
+
+        drive.mount("/content/drive")
+    if not path.exists():
+        raise DataError(f"own data {path}: no such file or folder; give a zip of images/ and "
+                        "masks/, or a folder holding them")
+    folder = _unpack(path) if path.is_file() else path
+    root = _data_root(folder, path)
+    counts = {part: len(list((root / part).iterdir())) for part in ("images", "masks")
+              if (root / part).is_dir()}
+    layout = (", ".join(f"{n} {part}" for part, n in counts.items()) if counts else
+              "train/ and test/ with images/ and masks/ each")
+    print(f"own data: {root} ({layout})")
+    return root
+
+
+def _upload_zip() -> Path:
+    if not _in_colab():
+        raise DataError("OWN_DATA = 'upload' asks for a file in Colab; elsewhere give a path")
+    from google.colab import files
+
+    uploaded = files.upload()
+    if len(uploaded) != 1:
+        raise DataError(f"expected one zip of images/ and masks/, got {len(uploaded)} files")
+    name, content = next(iter(uploaded.items()))
+    OWN_DATA_FOLDER.mkdir(exist_ok=True)
+    path = OWN_DATA_FOLDER / Path(name).name
+    path.write_bytes(content)
+    return path
+
+
+def _unpack(path: Path) -> Path:
+    """Unpacks a zip into own_data/<stem>/ (replacing an earlier unpacking there)."""
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"own data {path}: not a zip file; give a .zip of images/ and masks/, or "
+                        "a folder")
+    target = OWN_DATA_FOLDER / path.stem
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
+        unsafe = [n for n in names if n.startswith("/") or ".." in Path(n).parts]
+        if unsafe:
+            raise DataError(f"own data {path}: refused, it would write outside its folder "
+                            f"({unsafe[0]})")
+        shutil.rmtree(target, ignore_errors=True)
+        archive.extractall(target, members=names)
+    return target
+
+
+def _data_root(folder: Path, source: Path) -> Path:
+    """The folder holding images/ + masks/ (or train/): `folder` or one folder inside it."""
+    def usable(candidate: Path) -> bool:
+        return (((candidate / "images").is_dir() and (candidate / "masks").is_dir())
+                or (candidate / "train" / "images").is_dir())
+
+    candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir()
+                                   and not p.name.startswith((".", "__")))
+    for candidate in candidates:
+        if usable(candidate):
+            return candidate
+    found = ", ".join(sorted(p.name for p in folder.iterdir())[:10]) or "nothing"
+    raise DataError(f"own data {source}: no images/ and masks/ folders in it (found: {found}); "
+                    "expected e.g. my_data/images/cell1.png with my_data/masks/cell1.png")
+
+
+def segment_photos(export_dir, stand_in: data.Split | None = None) -> Path:
+    """Segments photos with an exported SavedModel at each photo's own size and shows photo and
+    overlay side by side: in Colab the photos you upload, elsewhere the first photo of `stand_in`
+    (so the step runs offline too). Returns the folder of masks and overlays."""
+    export_dir = Path(export_dir)
+    photos = export_dir.parent / "my_photos"
+    photos.mkdir(exist_ok=True)
+    if _in_colab():
+        from google.colab import files
+
+        for name, content in files.upload().items():
+            (photos / Path(name).name).write_bytes(content)
+    elif stand_in is not None:
+        image_io.write_png(photos / f"{Path(stand_in.names[0]).stem}.png", stand_in.images[0])
+    segmenter = Segmenter(export_dir)
+    files_found, problems = collect_inputs([photos])
+    out = prepare_predictions_folder(export_dir.parent / "my_predictions")
+    for _, reason in problems + predict_files(segmenter, files_found, out, progress=False):
+        print(f"skipped: {reason}")
+    shown = [(path, overlay) for path, (_, overlay) in zip(files_found,
+                                                           output_names(files_found, out))
+             if overlay.is_file()]
+    if shown:
+        _show_figure(plots.panels_figure(
+            [(image_io.read_image(path), image_io.read_image(overlay)) for path, overlay in shown],
+            [(path.name, "predicted") for path, _ in shown], segmenter.class_names))
+    print(f"masks and overlays: {out.resolve()}")
+    return out
