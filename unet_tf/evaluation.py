@@ -120,6 +120,24 @@ def evaluate_split(model: keras.Model, split: Split, class_names, steps=(),
     return report, cm, predicted
 
 
+def objects_name(class_names) -> str:
+    """What every class but background is, together: "pet" for the pet models (the trimap's
+    border is pet), else the classes' names joined by " + "."""
+    return "pet" if "pet" in class_names else " + ".join(
+        name for name in class_names if name != "background")
+
+
+def photo_score(true_mask, predicted_mask, class_names) -> tuple:
+    """(what, score) of one photo: the objects' Dice against background where the classes have a
+    background (e.g. ("foreground Dice", 0.82)), else the mean Dice over the classes."""
+    if "background" in class_names:
+        scores = binary_scores([true_mask], [predicted_mask],
+                               postprocess.pet_classes(class_names))
+        return f"{objects_name(class_names)} Dice", scores["dice"]
+    cm = metrics.confusion_matrix(true_mask, predicted_mask, len(class_names))
+    return "mean Dice", metrics.scores_from_confusion(cm, class_names)["mean_dice"] or 0.0
+
+
 def format_report(report: dict, class_names) -> str:
     rows = [f"{report['split']}: {report['examples']} examples"
             + (f", post-processing {'+'.join(report['postprocess'])}" if report["postprocess"] else "")
@@ -133,9 +151,7 @@ def format_report(report: dict, class_names) -> str:
     if "pet_vs_background" in report:
         b = report["pet_vs_background"]
         # The JSON key keeps its name; the line names what it measures for this model's classes.
-        objects = "pet" if "pet" in class_names else " + ".join(
-            name for name in class_names if name != "background")
-        rows.append(f"{objects} vs background: Dice {b['dice']:.4f} (mean per image "
+        rows.append(f"{objects_name(class_names)} vs background: Dice {b['dice']:.4f} (mean per image "
                     f"{b['mean_dice_per_image']:.4f}), IoU {b['iou']:.4f} (mean per image "
                     f"{b['mean_iou_per_image']:.4f})")
     if report.get("chose_the_model"):

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 import unet_tf
-from unet_tf import data, metrics, plots
+from unet_tf import data, plots
 from unet_tf import images as image_io
 from unet_tf.config import Config, preset
 from unet_tf.data import DataError
@@ -51,6 +51,7 @@ from unet_tf.evaluation import (
     evaluation_config,
     evaluation_data,
     format_report,
+    photo_score,
 )
 from unet_tf.export import export_saved_model
 from unet_tf.inference import Policy, segment
@@ -225,21 +226,16 @@ def evaluate_run(run, split: str | None = None, full_resolution: bool = False,
     report["chose_the_model"] = chose_the_model(info.config, split)
     print(format_report(report, config.class_names))
     _show_figure(plots.confusion_figure(confusion, config.class_names))
-    scores = [_mean_dice(t, p, config.class_names) for t, p in zip(named.masks, predicted)]
-    picks = np.argsort(scores, kind="stable")[:worst]
+    scored = [photo_score(t, p, config.class_names) for t, p in zip(named.masks, predicted)]
+    picks = np.argsort([score for _, score in scored], kind="stable")[:worst]
     if len(picks):
-        print(f"the {len(picks)} photos it does worst on"
+        print(f"the {len(picks)} photos it does worst on, by {scored[0][0]}"
               + (" (at their own size)" if full_resolution else "") + ":")
         _show_figure(plots.predictions_figure(
             [named.images[i] for i in picks], [named.masks[i] for i in picks],
             [predicted[i] for i in picks], config.class_names,
-            titles=[f"{named.names[i]}: Dice {scores[i]:.3f}" for i in picks]))
+            titles=[f"{named.names[i]}: {scored[i][0]} {scored[i][1]:.3f}" for i in picks]))
     return report
-
-
-def _mean_dice(true, predicted, class_names) -> float:
-    cm = metrics.confusion_matrix(true, predicted, len(class_names))
-    return metrics.scores_from_confusion(cm, class_names)["mean_dice"] or 0.0
 
 
 def export_run(run, download: bool = True) -> Path:

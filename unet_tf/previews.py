@@ -1,5 +1,5 @@
 """A look at the model after every epoch, as the tutorial's `DisplayCallback` gives: one photo, its
-true mask and the mask the model predicts now, with the photo's mean Dice.
+true mask and the mask the model predicts now, with the photo's Dice (`evaluation.photo_score`).
 
     python -m unet_tf.train --preset quickstart --epoch-previews   # runs/RUN/previews/epoch_001.png, ...
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from unet_tf import metrics, plots
+from unet_tf import plots
+from unet_tf.evaluation import photo_score
 from unet_tf.inference import Policy, segment
 from unet_tf.run_files import atomic_write_bytes
 
@@ -51,12 +52,11 @@ class EpochPreview(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         # Eager: a traced function would be traced again every epoch.
         predicted = segment(self.model, self.image[None], policy=self.policy)[0][0].numpy()
-        cm = metrics.confusion_matrix(self.mask, predicted, len(self.class_names))
-        dice = metrics.scores_from_confusion(cm, self.class_names)["mean_dice"]
-        self.scores.append(dice)
+        what, score = photo_score(self.mask, predicted, self.class_names)
+        self.scores.append(score)
         figure = plots.predictions_figure([self.image], [self.mask], [predicted],
                                           self.class_names, titles=[self.name])
-        figure.suptitle(f"epoch {epoch + 1}: mean Dice {dice:.3f} on this photo")
+        figure.suptitle(f"epoch {epoch + 1}: {what} {score:.3f} on this photo")
         figure.tight_layout(rect=(0, 0.1, 1, 1))
         png = io.BytesIO()
         figure.savefig(png, format="png", dpi=72)
