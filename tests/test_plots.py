@@ -165,3 +165,15 @@ def test_plot_predictions_writes_a_png_with_legend_in_class_colours(tmp_path, mo
     true_panel = fig.axes[1].get_images()[0].get_array()
     np.testing.assert_array_equal(true_panel[3, 3], legend[1])
     np.testing.assert_array_equal(true_panel[0, 0], [40, 40, 40])
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 7, 40])
+def test_curves_count_whole_epochs(epochs):
+    history = {key: list(np.linspace(1, 0.5, epochs)) for key in ("loss", "val_loss")}
+    history.update({key: list(np.linspace(0.2, 0.8, epochs)) for key in ("dice", "val_dice")})
+    figure = plots.curves_figure(history, best=epochs)
+    figure.canvas.draw()  # the ticks as they are drawn
+    for ax in figure.axes:
+        lo, hi = ax.get_xlim()
+        shown = [tick for tick in ax.get_xticks() if lo <= tick <= hi]
+        assert shown and all(float(tick).is_integer() for tick in shown), (epochs, shown)

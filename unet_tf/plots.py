@@ -10,6 +10,7 @@ import numpy as np
 # without a display, and a notebook's own plotting backend is left alone.
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from unet_tf.run_files import atomic_path
 
@@ -118,8 +119,14 @@ def _save(fig, path, dpi) -> None:
 
 
 def plot_curves(history: dict, path, best: int | None = None, averaged=None) -> None:
+    """`curves_figure`, saved to `path`."""
+    _save(curves_figure(history, best, averaged), path, dpi=100)
+
+
+def curves_figure(history: dict, best: int | None = None, averaged=None) -> Figure:
     """Loss and mean Dice per epoch, train and validation, with the `best` epoch (from 1) marked,
-    and `averaged` = (first, last), the epochs whose weights were averaged, shaded."""
+    and `averaged` = (first, last), the epochs whose weights were averaged, shaded. Epochs are
+    whole numbers on the axis."""
     epochs = np.arange(1, len(history["loss"]) + 1)
     fig = Figure(figsize=(11, 4))
     axes = fig.subplots(1, 2)
@@ -134,13 +141,15 @@ def plot_curves(history: dict, path, best: int | None = None, averaged=None) -> 
             ax.axvspan(averaged[0], averaged[1], color="tab:green", alpha=0.12,
                        label=f"weights averaged ({averaged[0]}-{averaged[1]})")
         ax.set_xlabel("epoch")
+        ax.set_xlim(0.5, len(epochs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
     if best and "val_dice" in history:
         axes[1].set_title(f"mean Dice (best validation {history['val_dice'][best - 1]:.3f})")
     fig.tight_layout()
-    _save(fig, path, dpi=100)
+    return fig
 
 
 def panels_figure(rows, titles, class_names) -> Figure:
