@@ -313,3 +313,20 @@ def test_own_data_says_what_is_wrong_with_a_zip(tmp_path, monkeypatch, members, 
         nb.own_data(tmp_path / "notes.txt")
     with pytest.raises(DataError, match="no such file or folder"):
         nb.own_data(tmp_path / "missing.zip")
+
+
+def test_own_data_refuses_a_zip_larger_than_the_free_disk(tmp_path, monkeypatch):
+    import shutil
+
+    from unet_tf import notebook as nb
+    from unet_tf.data import DataError
+
+    monkeypatch.chdir(tmp_path)
+    with zipfile.ZipFile(tmp_path / "big.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("images/a.png", bytes(3 * 2**20))  # 3 MiB of zeros, a few KiB packed
+        archive.writestr("masks/a.png", b"x")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(
+        10 * 2**20, 9 * 2**20, 2**20))
+    with pytest.raises(DataError, match="unpacks to 3 MiB, more than the 1 MiB free here"):
+        nb.own_data(tmp_path / "big.zip")
+    assert not (tmp_path / "own_data" / "big").exists()

@@ -317,6 +317,13 @@ def _unpack(path: Path) -> Path:
         if unsafe:
             raise DataError(f"own data {path}: refused, it would write outside its folder "
                             f"({unsafe[0]})")
+        unpacked = sum(archive.getinfo(n).file_size for n in names)
+        OWN_DATA_FOLDER.mkdir(exist_ok=True)
+        free = shutil.disk_usage(OWN_DATA_FOLDER).free
+        if unpacked > free:
+            raise DataError(f"own data {path}: unpacks to {unpacked / 2**20:,.0f} MiB, more than "
+                            f"the {free / 2**20:,.0f} MiB free here; unpack it where there is "
+                            "room and give that folder")
         shutil.rmtree(target, ignore_errors=True)
         archive.extractall(target, members=names)
     return target
