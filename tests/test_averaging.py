@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from unet_tf import averaging, data
-from unet_tf import resume as resume_lib
+from unet_tf.run import resume as resume_lib
 from unet_tf.config import preset
 from unet_tf.evaluation import evaluate_split
 from unet_tf.model import batch_norm_layers

@@ -567,10 +567,10 @@ def test_plain_files_decode_in_the_graph_as_pillow_reads_them(tmp_path, pets_sam
 
     config = oxford_config(pets_sample_or_synthetic)
     pairs, _ = _oxford_pairs(config, "train")
-    formats = [_graph_format(p[1], p[2], config) for p in pairs]
+    formats = [_graph_format(p.image, p.mask, config) for p in pairs]
     assert formats.count("jpeg") > len(pairs) // 2  # most take the fast path
     fast = list(decoded_examples(pairs, config, "trimap", fitted=False))
-    for (name, image_path, mask_path), (image, mask, reason, _) in zip(pairs, fast):
+    for (name, image_path, mask_path, _), (image, mask, reason, _) in zip(pairs, fast):
         expected_image, expected_mask, expected_reason, _ = decode_pair(image_path, mask_path,
                                                                         config, "trimap")
         assert reason.decode() == (expected_reason or ""), name
@@ -583,7 +583,8 @@ def test_fitted_examples_leave_the_graph_in_order_with_every_reason(tmp_path):
     """Fitted to the model's size, examples leave the graph in batches: over several batches, with
     a file TensorFlow fails to decode and a mask that fails its check in different batches, every
     example keeps its place and its reason, and its arrays are Pillow's, fitted."""
-    from unet_tf.data.decoding import decode_pair, fit
+    from unet_tf.data.decoding import decode_pair
+    from unet_tf.data.policy import Policy
 
     names = [f"cat_{i}" for i in range(70)]
     make_oxford_copy(tmp_path, names, {"trainval.txt": names, "test.txt": names[:1]})
@@ -603,7 +604,7 @@ def test_fitted_examples_leave_the_graph_in_order_with_every_reason(tmp_path):
         image, mask, _, _ = decode_pair(tmp_path / "images" / f"{name}.jpg",
                                         tmp_path / "annotations" / "trimaps" / f"{name}.png",
                                         config, "trimap")
-        expected_image, expected_mask = fit(config, image, mask)
+        expected_image, expected_mask = Policy.from_config(config).fit(image, mask)
         np.testing.assert_array_equal(train.images[row], expected_image, err_msg=name)
         np.testing.assert_array_equal(train.masks[row], expected_mask, err_msg=name)
 

@@ -153,23 +153,23 @@ def test_divergence_without_validation_keeps_the_last_completed_epoch(tmp_path):
 
 
 def test_atomic_write_leaves_the_old_file_on_a_crash(tmp_path, monkeypatch):
-    from unet_tf import run_files
+    from unet_tf import files
 
     target = tmp_path / "metrics.json"
-    run_files.write_json(target, {"version": 1})
+    files.write_json(target, {"version": 1})
 
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(run_files.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError):
-        run_files.write_json(target, {"version": 2})
+        files.write_json(target, {"version": 2})
     assert json.loads(target.read_text()) == {"version": 1}
 
 
 def test_model_checkpoint_never_truncates_model_keras(tmp_path, monkeypatch):
     """A crash inside model.save leaves the previous best model.keras whole and loadable."""
-    from unet_tf.run_files import AtomicModelCheckpoint
+    from unet_tf.run.model_file import AtomicModelCheckpoint
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
@@ -192,7 +192,7 @@ def test_model_checkpoint_never_truncates_model_keras(tmp_path, monkeypatch):
 
 
 def test_unsafe_model_files_are_refused(tmp_path):
-    from unet_tf.run_files import load_model_safely
+    from unet_tf.run.model_file import load_model_safely
 
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))

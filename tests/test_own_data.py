@@ -245,7 +245,8 @@ def test_streamed_batches_equal_in_memory_batches(own_data, tmp_path, resize, ca
     arrays = data.make_dataset(in_memory.images, in_memory.masks, 3, training=True, seed=7,
                                **kwargs)
     if cache == "disk":  # every training photo decoded once, into the cache
-        assert all(f[3].parent == tmp_path / "cache" and f[3].is_file() for f in streamed.files)
+        assert all(f.cached.parent == tmp_path / "cache" and f.cached.is_file()
+                   for f in streamed.files)
     files = streaming.make_streamed_dataset(streamed, config, 3, 7, **kwargs)
     for _ in range(2):  # two epochs: the same order and the same changes, anew each epoch
         for (x1, y1), (x2, y2) in zip(arrays, files, strict=True):
@@ -288,8 +289,12 @@ def test_the_cache_is_chosen_from_an_estimate_made_before_decoding(own_data):
     assert len(files) == 12
     small = _config(own_data, memory_budget_gb=1e-6)  # about 1 KB
     assert streaming.choose_cache(small, files)[0] == "disk"
-    cache, message = streaming.choose_cache(_config(own_data, memory_budget_gb=1.0), files)
-    assert cache == "memory" and "12 photos" in message
+    config = _config(own_data, memory_budget_gb=1.0)
+    assert streaming.choose_cache(config, files) == ("memory", 12 * config.image_size ** 2 * 4)
+    from unet_tf.plan import make_plan  # the plan says it, before any photo is decoded
+
+    assert "cached on disk in the run folder" in make_plan(small).block()
+    assert make_plan(small).config.cache == "disk"
     native = _config(own_data, resize="none")
     assert streaming.estimate_bytes(native, files) == 4 * sum(h * w for h, w in SIZES * 2)
 
@@ -369,7 +374,7 @@ def test_training_with_resize_auto_and_train_steps_writes_what_it_chose(own_data
 
 
 def test_early_stopping_waits_while_validation_predicts_one_class():
-    from unet_tf.resume import ResumableEarlyStopping
+    from unet_tf.run.resume import ResumableEarlyStopping
     from unet_tf.train import predicts_one_class
 
     names = ("background", "foreground")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from unet_tf.postprocess import check, parse, postprocess, resolve
+from unet_tf.inference.postprocess import check, parse, postprocess, resolve
 
 TRIMAP = ("pet", "background", "border")
 B = 1  # background in trimap order

@@ -149,7 +149,7 @@ def test_auto_postprocess_for_a_model_trained_on_pets(tiny_run, tmp_path, capsys
 
     from scipy import ndimage
 
-    from unet_tf.postprocess import postprocess
+    from unet_tf.inference.postprocess import postprocess
 
     run = tmp_path / "pets_run"
     run.mkdir()

@@ -112,7 +112,7 @@ def test_evaluate_json_replaces_its_own_report(run_copy):
 
 
 def test_a_run_in_use_is_refused_and_a_dead_process_does_not_block(run_copy, tmp_path, capsys):
-    from unet_tf.resume import RunState
+    from unet_tf.run.resume import RunState
     from unet_tf.run import open_run
     from unet_tf.train import main
 
@@ -153,7 +153,7 @@ class _held:
         self.folder = folder
 
     def __enter__(self):
-        from unet_tf.run import _lock
+        from unet_tf.run.folder import _lock
 
         self.handle = _lock(self.folder)
         return self

@@ -1,4 +1,4 @@
-"""Tiled prediction (unet_tf/tiling.py) against independent references: the function applied to the
+"""Tiled prediction (unet_tf/inference/tiling.py) against independent references: the function applied to the
 whole image at once, hand-computed window origins, and a numpy blend with explicit loops."""
 
 import keras
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from unet_tf.tiling import blending_weights, tile_origins, tiled_probabilities
+from unet_tf.inference.tiling import blending_weights, tile_origins, tiled_probabilities
 
 TILE = 32
 MIX = np.random.RandomState(0).normal(size=(3, 2)).astype(np.float32)  # colour -> 2 logits

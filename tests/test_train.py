@@ -154,18 +154,19 @@ def test_download_offline_names_the_offline_data_options(tmp_path, network_reach
     assert list(work.iterdir()) == []
 
 
-def test_a_run_without_a_seed_draws_one_and_records_it(capsys):
+def test_a_run_without_a_seed_draws_one_and_records_it():
     from unet_tf.config import ConfigError, preset
-    from unet_tf.train import with_seed
+    from unet_tf.plan import make_plan
 
     config = preset("quickstart")
     assert config.seed is None
-    drawn = [with_seed(config).seed for _ in range(3)]
+    plans = [make_plan(config) for _ in range(3)]
+    drawn = [plan.config.seed for plan in plans]
     assert len(set(drawn)) == 3 and all(0 <= s < 2**31 for s in drawn)
-    assert f"--seed {drawn[-1]} repeats it" in capsys.readouterr().out
-    assert with_seed(preset("quickstart", seed=7)).seed == 7
+    assert f"--seed {drawn[-1]} repeats it" in plans[-1].block()
+    assert make_plan(preset("quickstart", seed=7)).config.seed == 7
     with pytest.raises(ConfigError, match="multi_worker needs --seed"):
-        with_seed(preset("quickstart", strategy="multi_worker"))
+        make_plan(preset("quickstart", strategy="multi_worker"))
 
 
 def test_the_seed_of_a_run_is_in_its_config_json(tiny_run):

@@ -11,7 +11,7 @@ the sample's validated runs averaged (their best epochs were 103-121 of 140).
 BatchNorm's moving statistics do not average: a mean of weights is a new network whose layers see
 new inputs. So after averaging they are measured again, in one pass over the training photos.
 
-The running sum is saved with the run's state after every epoch (resume.py), so `--resume`
+The running sum is saved with the run's state after every epoch (run/resume.py), so `--resume`
 continues it.
 """
 
@@ -34,7 +34,7 @@ class PlateauAverage(keras.callbacks.Callback):
     best epoch: `from_epoch` (0-based) is the first epoch it averages, and it averages every one
     after it. Its place in the callback list does not matter. Its state (the running sum, how
     many epochs it holds, the first of them) is saved with the run's (`state()`, `restore()`; see
-    resume.py).
+    run/resume.py).
     """
 
     state_name = "average"

@@ -43,9 +43,9 @@ from unet_tf.config import preset
 from unet_tf.data import synthetic
 from unet_tf.data.sources import oxford_list_names
 from unet_tf.images import write_png
-from unet_tf.outputs import BENCHMARK_FORMAT, check_report_file
+from unet_tf.run.outputs import BENCHMARK_FORMAT, check_report_file
 from unet_tf.progress import progress
-from unet_tf.run_files import write_json
+from unet_tf.files import write_json
 from unet_tf.training import build_model
 
 # --- the tutorial-style reference pipeline ------------------------------------------------------
@@ -136,11 +136,11 @@ def _throughput(batches, count: int, batch_size: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def measure_pipelines(root: Path, config, rounds: int = 3) -> dict:
-    """First passes over the files (decoding into the cache), then passes over the cache, of both
-    pipelines. A first pass is timed from building the pipeline to its last example, for both
-    (the reference's without its building is kept too: `first_pass_unbuilt_images_per_s`). The
-    first passes alternate, `rounds` of each, and their medians are reported: one pass takes a
+def measure_pipelines(root: Path, config, rounds: int = 3) -> tuple:
+    """(results, split, reference pipeline): first passes over the files (decoding into the
+    cache), then passes over the cache, of both pipelines. A first pass is timed from building
+    the pipeline to its last example, for both (the reference's without its building is kept
+    too: `first_pass_unbuilt_images_per_s`). The first passes alternate, `rounds` of each, and their medians are reported: one pass takes a
     fraction of a second, so a single one mostly measures the machine's mood (and the first to
     read the files would pay for the disk alone)."""
     image_paths, mask_paths = _pairs(root)
@@ -240,7 +240,7 @@ def _latency_ms(function, repeats: int) -> float:
 
 def measure_inference(model, images: np.ndarray, folder: Path, repeats: int, tflite: bool) -> dict:
     from unet_tf.export import export_saved_model, export_tflite
-    from unet_tf.run_files import RunInfo
+    from unet_tf.run.model_file import RunInfo
 
     size = model.input_shape[1]
     info = RunInfo(("pet", "background", "border"), size, "trimap", {}, {})

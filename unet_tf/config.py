@@ -454,19 +454,17 @@ PRESETS = {
         "validation_fraction": 0.15,
         "image_size": 128,
         "batch_size": 16,  # 4x the tutorial's steps per epoch: few photos need many steps
-        # Half the tutorial's decoder width: the same Dice on the sample within its run-to-run
-        # spread, a little faster, a smaller model.
+        # Half the tutorial's decoder width: as good on the sample within its run-to-run spread,
+        # a little faster, a smaller model.
         "decoder_filters": (256, 128, 64, 32),
-        # Chosen on the validation part (binary Dice, docs/small-data.md): at 100 epochs a rate of
-        # 4e-3 beat 2e-3 by 0.02; 140 epochs at 4e-3 matched 200 at 2e-3 (seed 1 0.886 vs 0.880,
-        # seed 2 0.868 vs 0.877) in half the time, about 11 CPU-minutes; 6e-3 beat 4e-3 at 140
-        # epochs (seeds 2 and 3: 0.895 and 0.876 against 0.868 and 0.866). The cosine schedule
-        # ends near the last epoch, so early stopping seldom ends the run before it.
+        # Rate and epochs chosen on the validation part (docs/small-data.md has the runs): 140
+        # epochs at 6e-3 beat 4e-3 and matched 200 epochs at 2e-3 in half the time. The cosine
+        # schedule ends near the last epoch, so early stopping seldom ends the run before it.
         "epochs": 140,
         "patience": 40,
         # The mean of the best epoch's weights and every one after it, BatchNorm statistics
-        # measured again: steadier than the best epoch alone, whose choice by 34 validation photos
-        # is partly chance (+0.01 raw binary Dice on average over four runs of the previous preset).
+        # measured again: steadier than the best epoch alone, whose choice by a few dozen
+        # validation photos is partly chance (docs/small-data.md).
         "average_weights": True,
         "optimizer": "adamw",
         "weight_decay": 1e-4,
@@ -481,8 +479,8 @@ PRESETS = {
 }
 # Your own images/ and masks/ (measured on 243 ultrasound images with small nerves: see
 # docs/own-data.md): small-data's recipe, a larger validation part (small objects make few
-# validation pixels), and as many steps as fit in about 16 CPU-minutes there (200 epochs:
-# foreground Dice 0.70 against 0.69 at 150). Squashing to 128 px beat native-resolution patches
+# validation pixels), and as many steps as fit in about 16 CPU-minutes there (200 epochs, a
+# little better than 150). Squashing to 128 px beat native-resolution patches
 # and 192 px at equal time there; where objects would vanish squashed, resize auto trains on
 # native-resolution patches instead.
 PRESETS["own-data"] = {

@@ -29,16 +29,20 @@ def _tpu_runtime() -> bool:
                 or os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0"))
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
+def resolve_strategy(name: str) -> str:
+    """The strategy `name` stands for on this machine: auto made concrete (several GPUs:
+    mirrored; a TPU runtime: tpu; else default)."""
     if name not in STRATEGIES:
         raise ValueError(f"strategy={name!r}: expected one of {', '.join(STRATEGIES)}")
-    if name == "auto":
-        if _tpu_runtime():
-            name = "tpu"
-        elif len(tf.config.list_physical_devices("GPU")) > 1:
-            name = "mirrored"
-        else:
-            name = "default"
+    if name != "auto":
+        return name
+    if _tpu_runtime():
+        return "tpu"
+    return "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    name = resolve_strategy(name)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":

@@ -29,7 +29,8 @@ import re
 import sys
 from pathlib import Path
 
-from unet_tf import data, plots, postprocess
+from unet_tf import data, plots
+from unet_tf.inference import postprocess
 from unet_tf.cli import add_tta_argument, command_parser, run_command
 from unet_tf.config import DATASETS, LABEL_MODES, ConfigError
 from unet_tf.evaluation import (
@@ -39,8 +40,9 @@ from unet_tf.evaluation import (
     evaluation_data,
     format_report,
 )
-from unet_tf.outputs import REPORT_FORMAT, check_report_file, make_folder
-from unet_tf.run_files import load_model_safely, write_json
+from unet_tf.run.outputs import REPORT_FORMAT, check_report_file, make_folder
+from unet_tf.files import write_json
+from unet_tf.run.model_file import load_model_safely
 
 
 def main(argv=None) -> int:

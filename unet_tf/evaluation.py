@@ -18,11 +18,13 @@ import dataclasses
 import keras
 import numpy as np
 
-from unet_tf import data, metrics, postprocess
+from unet_tf import data, metrics
+from unet_tf.inference import postprocess
 from unet_tf.config import Config, preset
-from unet_tf.data import Split
-from unet_tf.inference import Policy, predict_masks
-from unet_tf.run_files import RunInfo
+from unet_tf.data import Policy, Split
+from unet_tf.data.policy import NATIVE
+from unet_tf.inference import predict_masks
+from unet_tf.run.model_file import RunInfo
 
 
 def evaluation_config(info: RunInfo, dataset: str | None = None, data_dir: str | None = None,
@@ -56,9 +58,9 @@ def evaluation_data(info: RunInfo, config: Config, named_split: bool,
     run's validation data (the part carved out of its training split included). At the model's
     size as training's validation, or with `full_resolution` (always for --resize none models)
     the photos as they are, fitted to the model by the run's policy and scored at their size."""
-    full = full_resolution or config.resize == "none"
-    if full:  # the photos as they are; the policy fits them to the model
-        config = dataclasses.replace(config, resize="none", scale=1.0)
+    full = full_resolution or info.policy.native
+    if full:  # the photos as they are (native, unscaled); the run's policy fits them to the model
+        config = dataclasses.replace(config, resize=NATIVE, scale=1.0)
     split = (data.load_split(config, config.val_split) if named_split
              else data.load_splits(config, train=False)[1])
     return split, info.policy if full else None, full

@@ -39,13 +39,14 @@ from unet_tf import serving
 from unet_tf.cli import command_parser, positive_int, run_command
 from unet_tf.images import MAX_PIXELS
 from unet_tf.model import all_layers
-from unet_tf.outputs import (
+from unet_tf.run.outputs import (
     EXPORT_FORMAT,
     check_export_folder,
     default_mode_folder,
     make_folder,
 )
-from unet_tf.run_files import RunInfo, atomic_write_bytes, load_model_safely
+from unet_tf.files import atomic_write_bytes
+from unet_tf.run.model_file import RunInfo, load_model_safely
 
 
 def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool = False,

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from unet_tf.errors import UserError
-from unet_tf.run_files import atomic_path
+from unet_tf.files import atomic_path
 
 # Above this many pixels an image is refused before it is decoded: a 10000 x 10000 "photo" is more
 # likely a decompression bomb than a pet, and segmenting it would take gigabytes (predict needs

@@ -56,10 +56,10 @@ from unet_tf.evaluation import (
 from unet_tf.export import export_saved_model
 from unet_tf.inference import Policy, segment
 from unet_tf.model import SKIP_LAYERS
-from unet_tf.outputs import check_export_folder, prepare_predictions_folder
+from unet_tf.run.outputs import check_export_folder, prepare_predictions_folder
 from unet_tf.predict import Segmenter, collect_inputs, output_names, predict_files
 from unet_tf.run import METRICS, MODEL
-from unet_tf.run_files import load_model_safely, read_run_config
+from unet_tf.run.model_file import load_model_safely, read_run_config
 from unet_tf.training import gpu_available, precision_policy, use_xla
 
 __all__ = ["check_runtime", "show_examples", "show_model", "show_run", "evaluate_run",

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from unet_tf.run_files import atomic_path
+from unet_tf.files import atomic_path
 
 # Colours go by a class's role, not its index: class 1 is the object in a binary model but the
 # background in the trimap, so a palette indexed by class would paint the object of every binary

@@ -33,12 +33,13 @@ import numpy as np
 import tensorflow as tf
 
 from unet_tf import images as image_io
-from unet_tf import plots, postprocess
+from unet_tf import plots
+from unet_tf.inference import postprocess
 from unet_tf.cli import add_tta_argument, command_parser, positive_int, run_command
 from unet_tf.inference import mirror_mean, segment
-from unet_tf.outputs import prepare_predictions_folder
+from unet_tf.run.outputs import prepare_predictions_folder
 from unet_tf.progress import progress as report_progress
-from unet_tf.run_files import load_model_safely
+from unet_tf.run.model_file import load_model_safely
 
 
 class Segmenter:

@@ -20,7 +20,7 @@ import numpy as np
 from unet_tf import plots
 from unet_tf.evaluation import photo_score
 from unet_tf.inference import Policy, segment
-from unet_tf.run_files import atomic_write_bytes
+from unet_tf.files import atomic_write_bytes
 
 
 class EpochPreview(keras.callbacks.Callback):
@@ -33,7 +33,7 @@ class EpochPreview(keras.callbacks.Callback):
             native size for `--resize none`).
         mask: uint8 [H, W]. Its true class indices.
         class_names: the model's classes, in output order.
-        policy: inference.Policy. How the photo meets the model.
+        policy: data.Policy. How the photo meets the model.
         folder: Path or None. Where `epoch_NNN.png` go (None: nowhere).
         show: bool or None. Show each picture in the notebook; None: exactly when running in an
             IPython kernel.

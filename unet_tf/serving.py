@@ -96,7 +96,7 @@ def decode(encoded, max_pixels: int):
 
 def signatures(model: keras.Model, tta: bool, max_pixels: int, policy=None) -> tuple:
     """(serving_default, serve_bytes) functions of `model`, to be traced with the input
-    signatures `SIGNATURES` gives; photos meet the model as `policy` (inference.Policy) says."""
+    signatures `SIGNATURES` gives; photos meet the model as `policy` (data.Policy) says."""
 
     def serving_default(images):
         shape = tf.shape(images)

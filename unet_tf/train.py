@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -46,29 +45,28 @@ from unet_tf.distribute import (
     prepare_multi_worker_fit,
     shard_by_data,
 )
+from unet_tf.data import Policy
 from unet_tf.evaluation import evaluate_split
-from unet_tf.inference import Policy, predict_masks
+from unet_tf.inference import predict_masks
 from unet_tf.model import set_encoder_trainable
 from unet_tf.previews import EpochPreview
-from unet_tf.resume import EpochState, ResumableEarlyStopping, truncate_history
+from unet_tf.run.resume import EpochState, ResumableEarlyStopping, truncate_history
+from unet_tf.plan import Plan, make_plan, measure_step_seconds
 from unet_tf.run import (
     BEST_EPOCH,
     CONFIG,
     HISTORY,
     METRICS,
     MODEL,
+    PLAN,
     Run,
     best_epoch,
     check_new_run_dir,
     open_run,
     read_history,
 )
-from unet_tf.run_files import (
-    AtomicModelCheckpoint,
-    read_run_config,
-    save_model_atomically,
-    write_json,
-)
+from unet_tf.files import save_model_atomically, write_json
+from unet_tf.run.model_file import AtomicModelCheckpoint, read_run_config
 from unet_tf.training import (
     StopOnCtrlC,
     StopOnDivergence,
@@ -78,8 +76,6 @@ from unet_tf.training import (
     training_model,
 )
 
-# MultiWorkerMirroredStrategy's class is named after its implementation.
-STRATEGY_NAMES = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}
 MONITOR = "val_dice"  # early stopping and checkpointing follow validation mean Dice
 PREDICTION_EXAMPLES = 6
 DIVERGED_ADVICE = "Lower --learning-rate (e.g. by 10x) and check the data."
@@ -88,6 +84,9 @@ DIVERGED_ADVICE = "Lower --learning-rate (e.g. by 10x) and check the data."
 def train(config: Config, run_dir: str | Path | None = None, verbose=None, callbacks=(),
           resume: bool = False, splits: tuple | None = None) -> Path:
     """Trains as `config` says and returns the run folder.
+
+    Every automatic choice is made first, by `plan.make_plan`, printed, and saved as plan.json in
+    the run folder; a resumed run obeys its saved plan.
 
     Args:
         config: Config. What to train and how.
@@ -104,40 +103,50 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     verbose = _progress_verbosity() if verbose is None else verbose
     if not resume and is_chief():
         check_new_run_dir(str(run_dir or config.run_dir))  # before any download
-    config = with_seed(config)
     if splits is None:
         data.ensure_available(config)  # offline, the download fails in seconds
-    config = _choose_resize(config)
+    saved = Path(run_dir or "") / PLAN
+    plan = Plan.load(saved) if resume and saved.is_file() else make_plan(config)
+    config = plan.config
+    print(plan.block())
     with open_run(config, run_dir, resume) as run:
         print(f"{'resuming' if run.resumed else 'run folder:'} {run.path}"
               + (f" after epoch {run.state.epochs_completed}" if run.resumed else ""))
+        plan.save(run.path / PLAN)
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         strategy = make_strategy(config.strategy)
-        train_split, val_split = splits or _load_data(config, run.path)
+        if strategy.num_replicas_in_sync != plan.replicas:
+            raise ConfigError(f"the plan of {run.path} is for {plan.replicas} replica(s); this "
+                              f"machine has {strategy.num_replicas_in_sync}")
+        train_split, val_split = splits or _load_data(plan, run.path)
         for split in (train_split, val_split):
             if split is not None:
                 print(data.summary(split, config.class_names))
-        global_batch = _global_batch(config, strategy)
-        steps = -(-len(train_split) * config.crops_per_image // global_batch)
-        config = epochs_for_steps(config, steps)
+        if len(train_split) != plan.train_examples:
+            plan = plan.with_usable(len(train_split))
+            print(plan.notes[-1])
+            plan.save(run.path / PLAN)
+            write_json(run.path / CONFIG, plan.config.to_dict())
+            config = plan.config
+        global_batch, steps = plan.global_batch, plan.steps_per_epoch
         if val_split is None:
             print(f"no validation (--val-split none): every training example trains for all "
                   f"{config.epochs} epochs, without early stopping; model.keras is written when "
                   "training ends")
         model = build_model(config, strategy, steps_per_epoch=steps)  # saved and served
         trainer = training_model(model, config, strategy, steps)  # fit (a twin for crops)
-        batches = _batches(config, strategy, global_batch, train_split, val_split)
+        batches = _batches(plan, strategy, train_split, val_split)
         side = config.patch_size or config.model_size
         prepare_multi_worker_fit(trainer, strategy, (
             tf.zeros([global_batch, side, side, 3]), tf.zeros([global_batch, side, side], tf.int32)))
         kit = Callbacks.for_run(run, config, model)
         if run.resumed:
             _restore(run, trainer, kit, config, strategy)
-        started = time.perf_counter()
         previews = [_epoch_preview(config, val_split, train_split, run.path)
                     ] if config.epoch_previews else []
+        started = time.perf_counter()
         diverged = fit_phases(trainer, run, config, strategy, kit, batches,
                               kit.callbacks + previews + list(callbacks) + [kit.owner], verbose)
         _finish(run, model, config, strategy, kit, (train_split, val_split),
@@ -145,47 +154,12 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     return run.path
 
 
-def _load_data(config: Config, run_path: Path) -> tuple:
+def _load_data(plan: Plan, run_path: Path) -> tuple:
     """(train, validation) splits; the training split streamed from its files, or from a disk
-    cache in the run folder, when it would not fit in memory (or --cache asks for it)."""
-    files = data.list_files(config, config.train_split)
-    cache = "memory"
-    if files is not None:
-        cache, message = streaming.choose_cache(config, files)
-        print(message)
-    return data.load_splits(config, stream=cache != "memory",
+    cache in the run folder, as the plan says."""
+    cache = plan.config.cache
+    return data.load_splits(plan.config, stream=cache != "memory",
                             cache_dir=run_path / "cache" if cache == "disk" else None)
-
-
-def _choose_resize(config: Config) -> Config:
-    """`config` with --resize auto chosen from the training masks (and said)."""
-    if config.resize != "auto":
-        return config
-    config, message = data.choose_resize(config, data.list_files(config, config.train_split))
-    print(message)
-    return config
-
-
-def epochs_for_steps(config: Config, steps_per_epoch: int) -> Config:
-    """`config` whose epochs make about --train-steps steps of `steps_per_epoch` (and said);
-    unchanged without --train-steps. More than the warm-up's epochs."""
-    if not config.train_steps:
-        return config
-    epochs = max(-(-config.train_steps // steps_per_epoch), config.warmup_epochs + 1)
-    print(f"--train-steps {config.train_steps}: {epochs} epochs of {steps_per_epoch} steps")
-    return dataclasses.replace(config, epochs=epochs)
-
-
-def with_seed(config: Config) -> Config:
-    """`config` with a seed: its own, or a new one drawn now (and said, so it can be repeated)."""
-    if config.seed is not None:
-        return config
-    if config.strategy == "multi_worker":
-        raise ConfigError("--strategy multi_worker needs --seed, the same on every worker, so "
-                          "that every worker shuffles and augments the data alike")
-    seed = secrets.randbelow(2**31)
-    print(f"seed {seed} (drawn for this run; --seed {seed} repeats it)")
-    return dataclasses.replace(config, seed=seed)
 
 
 def _progress_verbosity() -> int:
@@ -193,18 +167,9 @@ def _progress_verbosity() -> int:
     return 1 if sys.stdout.isatty() or "ipykernel" in sys.modules else 2
 
 
-def _global_batch(config: Config, strategy) -> int:
-    replicas = strategy.num_replicas_in_sync
-    if replicas > 1:
-        name = STRATEGY_NAMES.get(type(strategy).__name__, type(strategy).__name__)
-        print(f"{name}: {replicas} replicas x batch {config.batch_size} = global batch "
-              f"{config.batch_size * replicas}; learning rate "
-              f"{config.learning_rate * (replicas if config.scale_learning_rate else 1):g}")
-    return config.batch_size * replicas
-
-
-def _batches(config: Config, strategy, global_batch: int, train_split, val_split) -> tuple:
+def _batches(plan: Plan, strategy, train_split, val_split) -> tuple:
     """(training, validation) datasets, each worker taking its share of the batches."""
+    config, global_batch = plan.config, plan.global_batch
     crops = dict(patch_size=config.patch_size or config.model_size,
                  foreground_crops=config.foreground_crops, crops_per_image=config.crops_per_image,
                  background=data.background_class(config))
@@ -401,7 +366,7 @@ def _average_weights(model, averager, run: Run, config: Config, train_split, val
 def validation_policy(config: Config) -> Policy:
     """How validation photos, as a split holds them, meet the model: those of resize none are
     already scaled (the split holds them so)."""
-    return dataclasses.replace(Policy.from_config(config), scale=1.0)
+    return Policy.from_config(config).for_stored_photos()
 
 
 def _batch_norm_images(config: Config, split) -> np.ndarray:
@@ -458,8 +423,8 @@ def write_unvalidated_reports(model, run: Path, config: Config, train_split, his
     write_json(run / METRICS, report)
     plots.plot_curves(history, run / "curves.png", None, averaged and averaged["epochs"])
     names, images, masks = _some_examples(train_split, config, PREDICTION_EXAMPLES)
-    fitted = config.resize != "none"  # photos at the model's size, else photos of any sizes
-    predicted = predict_masks(model, np.stack(images) if fitted else images,
+    native = Policy.from_config(config).native  # photos of any sizes, else at the model's size
+    predicted = predict_masks(model, images if native else np.stack(images),
                               policy=validation_policy(config))
     plots.plot_predictions(images, masks, predicted, config.class_names, run / "predictions.png",
                            titles=[f"{name} (trained on)" for name in names])
@@ -478,7 +443,7 @@ def _some_examples(split, config: Config, count: int) -> tuple:
     if split.streamed:
         pairs = list(streaming.examples(split, config, False, None).take(count)
                      .as_numpy_iterator())
-        return ([name for name, _, _ in split.files[:len(pairs)]], [i for i, _ in pairs],
+        return ([f.name for f in split.files[:len(pairs)]], [i for i, _ in pairs],
                 [m for _, m in pairs])
     picks = _spread(len(split), count)
     return ([split.names[i] for i in picks], [split.images[i] for i in picks],
@@ -514,6 +479,10 @@ def build_parser():
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run from its last completed epoch (its "
                              "config.json decides everything else)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what the run will do (its plan: every automatic choice "
+                             "made, with a duration measured from a few training steps on random "
+                             "data) and exit, having written nothing")
     parser.add_argument("--show-config", action="store_true",
                         help="print the resolved configuration (preset, --config, flags) as JSON "
                              "and exit")
@@ -529,8 +498,12 @@ def _main(argv) -> int:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
     try:
+        if args.dry_run:
+            plan = _dry_run(args)
+            print(plan.block(measure_step_seconds(plan)))
+            return 0
         if args.resume:
-            given = [f for f in vars(args) if f not in ("resume", "preset", "show_config")
+            given = [f for f in vars(args) if f not in ("resume", "preset", "show_config", "dry_run")
                      and getattr(args, f) not in (None, False)]
             if given:
                 raise ConfigError(f"--resume continues a run with its own config.json; drop "
@@ -545,6 +518,20 @@ def _main(argv) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 3
     return 0
+
+
+def _dry_run(args) -> Plan:
+    """The plan `train` would make (or, with --resume, the one the run saved), made without
+    writing a file."""
+    if args.resume:
+        saved = Path(args.resume) / PLAN
+        if saved.is_file():
+            return Plan.load(saved)
+        return make_plan(read_run_config(Path(args.resume) / CONFIG))
+    config = config_from_args(args)
+    if is_chief():
+        check_new_run_dir(str(config.run_dir))
+    return make_plan(config)
 
 
 if __name__ == "__main__":

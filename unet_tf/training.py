@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from unet_tf import losses, metrics
 from unet_tf.config import Config
+from unet_tf.data.policy import Policy
 from unet_tf.model import batch_norm_layers, build_unet, flexible_twin
 
 
@@ -75,17 +76,12 @@ def build_model(config: Config, strategy: tf.distribute.Strategy | None = None,
     return model
 
 
-def crops_smaller_than_model(config: Config) -> bool:
-    """Training on --patch-size crops of photos fitted to a larger model input (squash, pad)."""
-    return config.resize != "none" and 0 < config.patch_size < config.image_size
-
-
 def training_model(model: keras.Model, config: Config, strategy=None,
                    steps_per_epoch: int | None = None) -> keras.Model:
     """The model `fit` trains: `model` itself, or when training on crops smaller than its input
     its twin of any input size (the same layers and weights), compiled as `model` is. `model`
     stays the one saved and served, at its size."""
-    if not crops_smaller_than_model(config):
+    if not Policy.from_config(config).trains_on_smaller_crops:
         return model
     strategy = strategy or tf.distribute.get_strategy()
     with _precision(config), strategy.scope():

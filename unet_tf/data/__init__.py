@@ -7,8 +7,9 @@
     >>> batches = data.make_dataset(train.images, train.masks, config.batch_size, training=True)
 """
 
-from unet_tf.data import geometry
-from unet_tf.data.decoding import background_class, choose_resize
+from unet_tf.data import geometry, policy
+from unet_tf.data.decoding import choose_resize
+from unet_tf.data.policy import Policy, background_class
 from unet_tf.data.preprocess import (
     augment_batch,
     make_dataset,
@@ -26,6 +27,7 @@ from unet_tf.data.sources import (
     load_split,
     load_splits,
     parse_split,
+    planned_sizes,
 )
 
 
@@ -44,7 +46,7 @@ def summary(split: Split, class_names) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DataError", "DataUnavailableError", "Split", "augment_batch", "background_class",
-           "choose_resize", "ensure_available", "geometry", "list_files", "load_split", "load_splits",
-           "make_dataset", "normalize", "parse_split", "resize_image", "resize_mask", "summary",
+__all__ = ["DataError", "DataUnavailableError", "Policy", "Split", "augment_batch", "background_class",
+           "choose_resize", "ensure_available", "geometry", "policy", "list_files", "load_split", "load_splits",
+           "make_dataset", "normalize", "parse_split", "planned_sizes", "resize_image", "resize_mask", "summary",
            "trimap_to_classes"]

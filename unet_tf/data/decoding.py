@@ -1,5 +1,6 @@
 """Decoding a photo and its mask into what training uses: class indices checked, then fitted to
-the model (`--resize`). One path for every local source, in memory or streamed.
+the model as the resize policy says (policy.py). One path for every local source, in memory or
+streamed.
 
 Plain files (an RGB or grayscale JPEG or PNG photo, a grayscale PNG mask) are decoded by
 TensorFlow's own ops in a tf.data graph, as the tutorial's pipeline does: in parallel, one trace
@@ -19,13 +20,8 @@ from PIL import Image
 
 from unet_tf.config import parse_color
 from unet_tf.data import geometry, preprocess
+from unet_tf.data.policy import Policy, background_class, is_chosen
 from unet_tf.images import MAX_PIXELS, ImageReadError, read_image, read_label_mask
-
-
-def background_class(config) -> int:
-    """The class padding and crops treat as background: the one named so, else class 0."""
-    names = config.class_names
-    return names.index("background") if "background" in names else 0
 
 
 # resize auto looks at this many training masks, spread over the split.
@@ -37,7 +33,7 @@ def choose_resize(config, files: list | None) -> tuple:
     the objects in up to AUTO_SAMPLE of the masks in `files` (`list_files`), before training
     reads the data; any other policy as it is, without a message. Without files (tfds or
     synthetic data): squash."""
-    if config.resize != "auto":
+    if is_chosen(config):
         return config, None
     if not files:
         chosen = {"resize": "squash", "reason": "masks not listed as files here: squash"}
@@ -46,7 +42,7 @@ def choose_resize(config, files: list | None) -> tuple:
         encoding = "trimap" if config.dataset == "oxford_iiit_pet" else "index"
         widths, shapes = [], []
         for index in picked.astype(int):
-            _, mask, reason, _ = decode_pair(Path(files[index][1]), Path(files[index][2]), config,
+            _, mask, reason, _ = decode_pair(Path(files[index].image), Path(files[index].mask), config,
                                              encoding)
             if not reason:  # unusable pairs are named when the split is read
                 widths.append(geometry.object_width(mask, background_class(config)))
@@ -54,15 +50,6 @@ def choose_resize(config, files: list | None) -> tuple:
         chosen = geometry.choose_policy(widths, shapes, config.image_size, config.patch_size)
     reason = chosen.pop("reason")
     return dataclasses.replace(config, **chosen), f"--resize auto: {reason}"
-
-
-def fit(config, image, mask) -> tuple:
-    """uint8 (image, mask) numpy arrays fitted as `config.resize` says (see geometry.py)."""
-    if config.resize == "squash":  # the common case in one graph call
-        image, mask = preprocess.resize_example(image, mask, config.image_size)
-        return image.numpy(), mask.numpy()
-    return geometry.fit_to_model(image, mask, config.resize, config.image_size, config.scale,
-                                 background_class(config))
 
 
 # preprocess.trimap_to_classes as lookup tables, for numpy: trimap value -> class index.
@@ -105,9 +92,9 @@ def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
 
 
 def decoded_examples(pairs: list, config, encoding: str, fitted: bool = True):
-    """Yields (image, mask, reason, note) for each (name, image path, mask path), in order: decoded
-    on all cores, then fitted in graph ops (`fit_graph`, one trace for every photo size) unless
-    not `fitted`. A pair that cannot be used comes with its reason (bytes) and empty arrays.
+    """Yields (image, mask, reason, note) for each `ExampleFiles` of `pairs`, in order: decoded
+    on all cores, then fitted in graph ops (`Policy.fit_graph`, one trace for every photo size)
+    unless not `fitted`. A pair that cannot be used comes with its reason (bytes) and empty arrays.
 
     Plain files (an RGB or grayscale JPEG or PNG, a grayscale PNG mask) are decoded by
     TensorFlow's own ops and checked in the graph; everything else, any file that fails a check,
@@ -115,8 +102,8 @@ def decoded_examples(pairs: list, config, encoding: str, fitted: bool = True):
     which names what is wrong. Both give the same pixels (tests/test_data.py checks it).
     """
     paths = tf.data.Dataset.from_tensor_slices((
-        [str(p[1]) for p in pairs], [str(p[2]) for p in pairs],
-        [_graph_format(p[1], p[2], config) for p in pairs]))
+        [str(p.image) for p in pairs], [str(p.mask) for p in pairs],
+        [_graph_format(p.image, p.mask, config) for p in pairs]))
 
     def read(image_path, mask_path):
         image, mask, reason, note = decode_pair(Path(image_path.decode()),
@@ -134,7 +121,8 @@ def decoded_examples(pairs: list, config, encoding: str, fitted: bool = True):
 
     # Fitted to the model's square (--resize squash or pad), every example has one shape, and
     # they leave the graph in batches: far fewer round trips into Python than one per photo.
-    side = config.image_size if fitted and config.resize != "none" else None
+    policy = Policy.from_config(config)
+    side = policy.stored_side if fitted else None
 
     def unusable(image, mask):
         if side is None:
@@ -148,7 +136,7 @@ def decoded_examples(pairs: list, config, encoding: str, fitted: bool = True):
             ok, lambda: (image, mask, tf.constant(""), tf.constant("")),
             lambda: with_pillow(image_path, mask_path))
         if fitted:
-            image, mask = tf.cond(tf.equal(reason, ""), lambda: fit_graph(image, mask, config),
+            image, mask = tf.cond(tf.equal(reason, ""), lambda: policy.fit_graph(image, mask),
                                   lambda: unusable(image, mask))
         if side is not None:
             image.set_shape([side, side, 3])
@@ -178,11 +166,11 @@ def decoded_examples(pairs: list, config, encoding: str, fitted: bool = True):
 
 
 def _with_pillow(pair, config, encoding: str, fitted: bool) -> tuple:
-    image, mask, reason, note = decode_pair(pair[1], pair[2], config, encoding)
+    image, mask, reason, note = decode_pair(pair.image, pair.mask, config, encoding)
     if reason:
         return np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), np.uint8), reason.encode(), b""
     if fitted:
-        image, mask = (np.asarray(a) for a in fit_graph(image, mask, config))
+        image, mask = (np.asarray(a) for a in Policy.from_config(config).fit_graph(image, mask))
     return image, mask, b"", (note or "").encode()
 
 
@@ -227,13 +215,3 @@ def _decode_in_graph(image_path, mask_path, graph_format, config, encoding):
         return tf.zeros([0, 0, 3], tf.uint8), tf.zeros([0, 0], tf.uint8), tf.constant(False)
 
     return tf.cond(tf.equal(graph_format, ""), skip, decode)
-
-
-def fit_graph(image, mask, config):
-    """`fit` in graph ops: the same operations, so the same arrays."""
-    if config.resize == "squash":
-        return (preprocess.resize_image(image, config.image_size),
-                preprocess.resize_mask(mask, config.image_size))
-    if config.resize == "pad":
-        return geometry.letterbox(image, mask, config.image_size, background_class(config))
-    return geometry.rescale(image, mask, config.scale)

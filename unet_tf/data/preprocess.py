@@ -13,6 +13,16 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from unet_tf.data.geometry import (  # noqa: F401  (resize_* are part of this path)
+    crop_batch,
+    crop_offsets,
+    pad_to_patch,
+    resize_example,
+    resize_image,
+    resize_mask,
+    tiles,
+)
+
 TRIMAP_BACKGROUND = 2  # Oxford-IIIT Pet trimaps: 1 pet, 2 background, 3 border
 
 
@@ -28,27 +38,6 @@ def trimap_to_classes(mask, labels: str):
     if labels == "binary":
         return tf.cast(mask != TRIMAP_BACKGROUND, tf.uint8)
     raise ValueError(f"labels={labels!r}: expected trimap or binary")
-
-
-def resize_image(image, size: int):
-    """Bilinear resize of uint8 images ([H, W, 3] or [B, H, W, 3]) to size x size, kept uint8."""
-    resized = tf.image.resize(image, (size, size), method="bilinear")
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-
-
-def resize_mask(mask, size: int):
-    """Nearest-neighbour resize of a [H, W] label map, so no new label values appear."""
-    resized = tf.image.resize(mask[..., None], (size, size), method="nearest")
-    return tf.cast(resized[..., 0], tf.uint8)
-
-
-@tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
-                              tf.TensorSpec([None, None], tf.uint8),
-                              tf.TensorSpec([], tf.int32)])
-def resize_example(image, mask, size):
-    """`resize_image` and `resize_mask` of one photo and its mask in a single graph call: loading
-    files one by one, this is about 1.6x faster than running the same ops one at a time."""
-    return resize_image(image, size), resize_mask(mask, size)
 
 
 def normalize(image):
@@ -178,11 +167,9 @@ def make_dataset(images, masks, batch_size: int, training: bool, shuffle_buffer:
         crops_per_image: int. Training: every image this many times an epoch (each time in a new
             shuffled order, with its own crop and augmentation).
     """
-    from unet_tf.data import geometry  # geometry builds on this module's functions
-
     native = isinstance(images, (list, tuple))
     if native and not training:  # validation of native-size photos: tiles of the model's size
-        tiled = [geometry.tiles(i, m, patch_size, background) for i, m in zip(images, masks)]
+        tiled = [tiles(i, m, patch_size, background) for i, m in zip(images, masks)]
         images = np.stack([t for ts, _ in tiled for t in ts])
         masks = np.stack([t for _, ts in tiled for t in ts])
         native = False
@@ -209,8 +196,6 @@ def batch_examples(examples: tf.data.Dataset, batch_size: int, training: bool, n
     """`make_dataset`'s batches from a dataset of uint8 (image, mask) examples, already shuffled
     when training: of one size `side`, or of any sizes (`native`, cropped to `patch_size`). The
     streamed training data of streaming.py comes through here too."""
-    from unet_tf.data import geometry
-
     if training and crops_per_image > 1:  # a new shuffled order each time, new keys below
         # Unfused: tf.data would otherwise fuse an in-memory split's shuffle with this repeat,
         # which shuffles later epochs differently from a streamed split's.
@@ -224,10 +209,10 @@ def batch_examples(examples: tf.data.Dataset, batch_size: int, training: bool, n
 
     if native:
         def crop(example, key):
-            image, mask = geometry.pad_to_patch(*example, patch_size, background)
-            offsets = geometry.crop_offsets(mask[None], patch_size, foreground_crops, background,
+            image, mask = pad_to_patch(*example, patch_size, background)
+            offsets = crop_offsets(mask[None], patch_size, foreground_crops, background,
                                             fold(key, 1))
-            image, mask = geometry.crop_batch(image[None], mask[None], offsets, patch_size)
+            image, mask = crop_batch(image[None], mask[None], offsets, patch_size)
             return image[0], mask[0]
 
         examples = tf.data.Dataset.zip((examples, keys)).map(crop,
@@ -242,9 +227,9 @@ def batch_examples(examples: tf.data.Dataset, batch_size: int, training: bool, n
         def change(batch, key):
             x, y = batch
             if crops:
-                offsets = geometry.crop_offsets(y, patch_size, foreground_crops, background,
+                offsets = crop_offsets(y, patch_size, foreground_crops, background,
                                                 fold(key, 1))
-                x, y = geometry.crop_batch(x, y, offsets, patch_size)
+                x, y = crop_batch(x, y, offsets, patch_size)
             if augment:
                 x, y = augment_batch(x, y, fold(key, 2), augment_scale, augment_rotation,
                                      augment_color)

@@ -1,12 +1,14 @@
-"""Where examples come from. Every source ends in the same `Split`: resized uint8 arrays in memory.
+"""Where examples come from. Every source ends in the same `Split`: photos fitted as the resize
+policy says (policy.py), held in memory as uint8 arrays, or for a streamed split its files.
 
 - `oxford_iiit_pet` through tfds (version 4.0.0), downloaded on first use;
 - `oxford_iiit_pet` from a local copy in the dataset's original layout (`--data-dir`);
 - `folder`: a user's `images/` + `masks/` (same file stem; masks hold class indices or 0/255);
 - `synthetic`: generated pets (see `synthetic.py`).
 
-Decoding and resizing happen once, here, and the result is the cache the training pipeline reads.
-A file that cannot be used is skipped and reported with its reason; it never stops the run.
+Every file is decoded and checked once, here (decoding.py does the decoding); the arrays, or a
+streamed split's files, are what the training pipeline reads. A file that cannot be used is
+skipped and reported with its reason; it never stops the run.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import socket
+import typing
 import zlib
 from pathlib import Path
 
@@ -21,11 +24,13 @@ import numpy as np
 import tensorflow as tf
 
 from unet_tf.data import preprocess, synthetic
-from unet_tf.data.decoding import decoded_examples, fit
+from unet_tf.data.decoding import decoded_examples
+from unet_tf.data.policy import Policy, is_chosen
 from unet_tf.errors import UserError
 from unet_tf.progress import progress
 
 TFDS_NAME = "oxford_iiit_pet:4.0.0"
+TFDS_SIZES = {"train": 3680, "test": 3669}  # its splits' examples, known before the download
 # Where tfds downloads the archives from; checked first so that offline fails in seconds instead
 # of after urllib3's minutes of retries.
 TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"
@@ -41,9 +46,19 @@ class DataUnavailableError(DataError):
     """The dataset could not be downloaded (usually: no network)."""
 
 
+class ExampleFiles(typing.NamedTuple):
+    """The files of one example: its photo and mask, and once decoded into a disk cache
+    (--cache disk) the uint8 .npz file read back instead."""
+
+    name: str
+    image: Path
+    mask: Path
+    cached: Path | None = None
+
+
 @dataclasses.dataclass
 class Split:
-    """Examples of one split, preprocessed and held in memory.
+    """Examples of one split: fitted and held in memory, or (streamed) their files.
 
     Attributes:
         name: str. The split string it was read from, e.g. "train" or "train[:80%]".
@@ -63,7 +78,7 @@ class Split:
     skipped: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
     # Streamed (--cache disk or none): no arrays; the files, read again every epoch.
-    files: list | None = None  # (name, image path, mask path) of the usable examples
+    files: list | None = None  # ExampleFiles of the usable examples
     encoding: str = ""  # how the masks are read: trimap or index
     counts: list | None = None  # pixels per class of each example, counted when checked
 
@@ -106,7 +121,7 @@ def ensure_available(config) -> None:
 def load_split(config, split: str, stream: bool = False, cache_dir: Path | None = None) -> Split:
     """One split of the configured dataset, e.g. "train", "test" or "train[:80%]". With `stream`
     (local files only), the files are checked but not kept in memory: see streaming.py."""
-    if config.resize == "auto":
+    if not is_chosen(config):
         raise DataError("resize auto is chosen from the masks when training starts; load the "
                         "data with the chosen configuration: data.choose_resize(config, "
                         "data.list_files(config, config.train_split))[0]")
@@ -145,10 +160,15 @@ def load_splits(config, train: bool = True, stream: bool = False,
     return training, validation
 
 
+def validation_part(names, fraction: float) -> np.ndarray:
+    """Which examples `--validation-fraction` holds out: a deterministic partition by a hash of
+    each example's name, so the same example always lands on the same side whatever the order or
+    the other files."""
+    return np.array([zlib.crc32(n.encode()) % 10_000 < fraction * 10_000 for n in names], bool)
+
+
 def _carve(split: Split, fraction: float) -> tuple:
-    """Deterministic train/validation partition by a hash of each example's name, so the same
-    example always lands on the same side whatever the order or the other files."""
-    in_val = np.array([zlib.crc32(n.encode()) % 10_000 < fraction * 10_000 for n in split.names])
+    in_val = validation_part(split.names, fraction)
     if in_val.all() or not in_val.any():
         raise DataError(
             f"validation_fraction={fraction} of {len(split)} examples leaves an empty side; use "
@@ -159,6 +179,41 @@ def _carve(split: Split, fraction: float) -> tuple:
 
 
 # --- tfds ---------------------------------------------------------------------------------------
+
+
+def planned_sizes(config) -> tuple:
+    """(training examples, validation examples or None, the training split's files or None),
+    counted from the lists and folders without reading a photo: what a run is planned by. Pairs
+    found unusable when the photos are read are taken out then."""
+    files = list_files(config, config.train_split)
+    if config.dataset == "synthetic":
+        names = [f"synthetic_0_{i}" for i in range(config.synthetic_train_examples)]
+    else:
+        names = None if files is None else [f.name for f in files]
+    if not config.validates:
+        return _count(config, config.train_split, names), None, files
+    if config.validation_fraction:
+        if names is None:  # tfds slices its records
+            total = _count(config, config.train_split, None)
+            train = len(range(total)[:round(total * (1 - config.validation_fraction))])
+            return train, total - train, files
+        held = validation_part(names, config.validation_fraction)
+        return int((~held).sum()), int(held.sum()), files
+    val_files = list_files(config, config.val_split)
+    val_names = ([None] * config.synthetic_val_examples if config.dataset == "synthetic" else
+                 None if val_files is None else val_files)
+    return (_count(config, config.train_split, names), _count(config, config.val_split, val_names),
+            files)
+
+
+def _count(config, split: str, names) -> int:
+    if names is not None:
+        return len(names)
+    name, start, stop = parse_split(split)  # tfds
+    if name not in TFDS_SIZES:
+        raise DataError(f"split {split!r} of {TFDS_NAME}: its splits are "
+                        f"{', '.join(TFDS_SIZES)} (slices like 'train[:80%]' work too)")
+    return len(_slice(range(TFDS_SIZES[name]), start, stop))
 
 
 def _network_reachable(host: str, timeout: float = 5.0) -> bool:
@@ -213,10 +268,10 @@ def _tfds_split(config, split: str) -> Split:
 
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     total = int(dataset.cardinality())
-    images, masks, names = [], [], []
+    images, masks, names, policy = [], [], [], Policy.from_config(config)
     for image, mask, name in progress(dataset.as_numpy_iterator(), f"{split:>10}",
                                       total=total if total >= 0 else None, unit="img"):
-        image, mask = fit(config, image, mask)
+        image, mask = policy.fit(image, mask)
         images.append(image)
         masks.append(mask)
         names.append(name.decode())
@@ -250,7 +305,7 @@ def _slice(items: list, start, stop) -> list:
 
 def _read_pairs(split: str, pairs: list, config, encoding: str, skipped: list,
                 stream: bool = False, cache_dir: Path | None = None) -> Split:
-    """Reads (name, image path, mask path) triples, decoded in parallel and fitted in one graph
+    """Reads the `ExampleFiles` of `pairs`, decoded in parallel and fitted in one graph
     (`decoded_examples`), with a progress bar. With `stream`, each file is checked and its
     classes counted, and nothing is kept in memory; with `cache_dir` too, each example is
     written there fitted (uint8 .npz), for the epochs to read back instead of decoding."""
@@ -261,11 +316,11 @@ def _read_pairs(split: str, pairs: list, config, encoding: str, skipped: list,
     for index, (pair, (image, mask, reason, note)) in enumerate(progress(
             zip(pairs, decoded), f"{split:>10}", total=len(pairs), unit="img")):
         if reason:
-            skipped.append((pair[0], reason.decode()))
+            skipped.append((pair.name, reason.decode()))
             continue
-        names.append(pair[0])
+        names.append(pair.name)
         if note:
-            notes.append((pair[0], note.decode()))
+            notes.append((pair.name, note.decode()))
         if not stream:
             images.append(image)
             masks.append(mask)
@@ -273,7 +328,7 @@ def _read_pairs(split: str, pairs: list, config, encoding: str, skipped: list,
         if cache_dir is not None:
             cached = Path(cache_dir) / f"{index:06d}.npz"
             np.savez(cached, image=image, mask=mask)
-            pair = (*pair[:3], cached)
+            pair = pair._replace(cached=cached)
         files.append(pair)
         counts.append(np.bincount(mask.reshape(-1), minlength=256))
     if stream:
@@ -289,7 +344,7 @@ def _stack(split, images, masks, names, skipped, config, notes=()) -> Split:
         detail = "".join(f"\n  {n}: {r}" for n, r in skipped[:10])
         raise DataError(f"split {split!r} has no usable examples "
                         f"({len(skipped)} skipped){detail}")
-    if config.resize != "none":
+    if not Policy.from_config(config).native:
         images, masks = np.stack(images), np.stack(masks)
     return Split(split, images, masks, names, skipped, list(notes))
 
@@ -345,7 +400,7 @@ def _oxford_pairs(config, split: str) -> tuple:
         if not image_path.is_file():
             skipped.append((row, f"listed in {list_file.name} but {image_path.name} is missing"))
             continue
-        pairs.append((row, image_path, trimaps_dir / f"{row}.png"))
+        pairs.append(ExampleFiles(row, image_path, trimaps_dir / f"{row}.png"))
     return pairs, skipped
 
 
@@ -378,14 +433,15 @@ def _folder_pairs(config, split: str) -> tuple:
     if not files:
         raise DataError(f"{images_dir} is empty")
     files = _slice(files, start, stop)
-    return [(p.stem, p, masks.get(p.stem, masks_dir / f"{p.stem}.png")) for p in files], []
+    return [ExampleFiles(p.stem, p, masks.get(p.stem, masks_dir / f"{p.stem}.png"))
+            for p in files], []
 
 
 def _synthetic_split(config, name: str, count: int, seed: int) -> Split:
-    images, masks = [], []
+    images, masks, policy = [], [], Policy.from_config(config)
     for example in synthetic.make_examples(count, seed):
         mask = preprocess.trimap_to_classes(example["segmentation_mask"][..., 0], config.labels)
-        image, mask = fit(config, example["image"], mask.numpy())
+        image, mask = policy.fit(example["image"], mask.numpy())
         images.append(image)
         masks.append(mask)
     return _stack(name, images, masks, [f"synthetic_{seed}_{i}" for i in range(count)], [],

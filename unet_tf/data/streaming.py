@@ -23,7 +23,8 @@ import tensorflow as tf
 from PIL import Image
 
 from unet_tf.data import geometry, preprocess
-from unet_tf.data.decoding import decode_pair, fit_graph
+from unet_tf.data.decoding import decode_pair
+from unet_tf.data.policy import Policy
 
 
 def machine_memory() -> int:
@@ -41,36 +42,32 @@ def budget_bytes(config) -> int:
 def estimate_bytes(config, files: list) -> int:
     """Bytes the training photos take as arrays at their training size: 4 a pixel (uint8 RGB and
     the mask); for --resize none from each photo's header, without decoding it."""
-    if config.resize != "none":
+    if not Policy.from_config(config).native:
         return len(files) * config.image_size ** 2 * 4
     total = 0
-    for _, image_path, _ in files:
-        with Image.open(image_path) as image:
+    for example in files:
+        with Image.open(example.image) as image:
             width, height = image.size
         total += int(width * height * config.scale ** 2) * 4
     return total
 
 
 def choose_cache(config, files: list) -> tuple:
-    """(cache, message): where the training photos will live, and why, before any is decoded."""
-    need, budget = estimate_bytes(config, files), budget_bytes(config)
-    cache = config.cache
+    """(cache, estimated bytes): where the training photos will live, before any is decoded."""
+    need, cache = estimate_bytes(config, files), config.cache
     if cache == "auto":
-        cache = "memory" if need <= budget else "disk"
-    where = {"memory": "held in memory", "disk": "cached on disk in the run folder",
-             "none": "read from the files every epoch"}[cache]
-    message = (f"training data: {len(files)} photos, about {need / 2**20:,.0f} MiB as arrays "
-               f"(memory budget {budget / 2**20:,.0f} MiB): {where}")
-    return cache, message
+        cache = "memory" if need <= budget_bytes(config) else "disk"
+    return cache, need
 
 
 def examples(split, config, training: bool, seed: int | None):
     """uint8 (image, mask) examples of a streamed split, fitted as training stores them, in the
     order the in-memory arrays would take (shuffled when `training`): read back from the disk
     cache when the split was decoded into one, else decoded from the files."""
-    cached = len(split.files[0]) > 3
-    sources = [str(f[3]) for f in split.files] if cached else [str(f[1]) for f in split.files]
-    paths = tf.data.Dataset.from_tensor_slices((sources, [str(f[2]) for f in split.files]))
+    cached = split.files[0].cached is not None
+    policy = Policy.from_config(config)
+    sources = [str(f.cached if cached else f.image) for f in split.files]
+    paths = tf.data.Dataset.from_tensor_slices((sources, [str(f.mask) for f in split.files]))
     if training:  # cheap: paths, not photos, so the whole split is one buffer, as in memory
         paths = paths.shuffle(min(config.shuffle_buffer, len(split.files)), seed=seed,
                               reshuffle_each_iteration=True)
@@ -89,7 +86,7 @@ def examples(split, config, training: bool, seed: int | None):
         image, mask = tf.numpy_function(read, [source, mask_path], [tf.uint8, tf.uint8])
         image.set_shape([None, None, 3])
         mask.set_shape([None, None])
-        return (image, mask) if cached else fit_graph(image, mask, config)
+        return (image, mask) if cached else policy.fit_graph(image, mask)
 
     return paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -98,18 +95,18 @@ def make_streamed_dataset(split, config, batch_size: int, seed: int | None,
                           **batching) -> tf.data.Dataset:
     """Training batches of a streamed split, as `preprocess.make_dataset` makes them from arrays
     (`batching`: its augmentation, crop and background arguments)."""
-    native = config.resize == "none"
+    policy = Policy.from_config(config)
     return preprocess.batch_examples(
-        examples(split, config, True, seed), batch_size, training=True, native=native,
-        side=None if native else config.image_size, seed=seed, **batching)
+        examples(split, config, True, seed), batch_size, training=True, native=policy.native,
+        side=policy.stored_side, seed=seed, **batching)
 
 
 def sample_images(split, config, count: int = 512) -> np.ndarray:
     """uint8 [N, S, S, 3] of up to `count` of a streamed split's photos at the model's size (tiles
     for --resize none): enough to measure BatchNorm statistics on."""
-    images = []
+    images, native = [], Policy.from_config(config).native
     for image, mask in examples(split, config, False, None).take(count).as_numpy_iterator():
-        if config.resize == "none":
+        if native:
             images += geometry.tiles(image, mask, config.model_size, 0)[0]
         else:
             images.append(image)

@@ -1,12 +1,12 @@
-"""The files of a run folder: writing them atomically, and reading a model with what describes it.
+"""A run's model file: saved whole at each better epoch, and read back safely with what describes
+it (`RunInfo`: classes, input size, the run's configuration and its resize policy).
 
-A file is written to a temporary name beside its target and renamed over it, so a crash leaves
-either the old complete file or the new complete one, never a half-written file that looks whole.
+    >>> model, info = load_model_safely("runs/pets/model.keras")
+    >>> masks = predict_masks(model, photos, policy=info.policy)
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -16,54 +16,9 @@ from pathlib import Path
 import keras
 
 from unet_tf.config import CLASS_NAMES, Config, labels_for
+from unet_tf.data.policy import Policy
 from unet_tf.errors import UserError
-
-
-def temporary_path(path) -> Path:
-    """The hidden name beside `path` that a file is written to before it takes `path`'s name;
-    with `path`'s suffixes, by which Keras and matplotlib choose the format."""
-    path = Path(path)
-    stem, dot, suffixes = path.name.partition(".")
-    return path.with_name(f".{stem}.tmp{dot}{suffixes}")
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """The temporary path to write `path`'s new content to: renamed over `path` when the block
-    ends, removed when it fails, so `path` is always either the old file or the new one, whole.
-
-        with atomic_path(run / "model.keras") as tmp:
-            model.save(tmp)
-    """
-    tmp = temporary_path(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_bytes(path, content: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(content)
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def write_json(path, value) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
-
-
-def save_model_atomically(model: keras.Model, path, keep_old_as=None) -> None:
-    """Saves `model` to `path` through a temporary file; with `keep_old_as`, the file it replaces
-    is first renamed to that path."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-        if keep_old_as and path.exists():
-            os.replace(path, keep_old_as)
+from unet_tf.files import temporary_path
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -101,10 +56,8 @@ class RunInfo:
     metrics: dict
 
     @property
-    def policy(self):
-        """How photos meet the model (inference.Policy): the run's --resize, or squash."""
-        from unet_tf.inference import Policy
-
+    def policy(self) -> Policy:
+        """How photos meet the model: the run's resize policy, or squash without a run."""
         if not self.config:
             return Policy(size=self.input_size)
         return Policy.from_config(Config.from_dict(self.config), size=self.input_size)

@@ -4,8 +4,8 @@ SavedModel share.
     >>> mask, probabilities = segment(model, photos, policy=Policy.from_config(config))
     >>> masks = predict_masks(model, split.images, tta=True)  # at the model's size, batched
 
-How a photo meets the model follows the run's `--resize` (a `Policy`): squash (resized to the
-model's square), pad (letterboxed, the answer cropped back) or none (scaled by --scale, then
+How a photo meets the model follows the run's resize policy (`data.Policy`): squash (resized to
+the model's square), pad (letterboxed, the answer cropped back) or none (scaled by --scale, then
 overlapping tiles of the model's size, blended: see tiling.py). Either way the answer comes back
 at the photo's own size.
 
@@ -15,39 +15,13 @@ mirror image, mirrored back: twice the work, and a mask that is exactly symmetri
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from unet_tf import tiling
-from unet_tf.data import normalize, resize_image
-from unet_tf.data.geometry import letterbox, letterbox_box, rescale
+from unet_tf.inference import tiling
+from unet_tf.data import Policy, normalize
 from unet_tf.progress import progress
-
-
-@dataclasses.dataclass(frozen=True)
-class Policy:
-    """How photos meet a model at prediction: `resize` (squash, pad or none), the model's `size`,
-    and for none the `scale` applied first and the tiles' `overlap`."""
-
-    resize: str = "squash"
-    size: int = 128
-    scale: float = 1.0
-    overlap: float = 0.25
-
-    @classmethod
-    def from_config(cls, config, size: int | None = None) -> "Policy":
-        """The policy of a run's configuration (`size`: the model's, when known from it)."""
-        return cls(config.resize, size or config.model_size, config.scale, config.tile_overlap)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "Policy":
-        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def mirror_mean(probabilities, of_mirrored):
@@ -86,23 +60,18 @@ def segment(model: keras.Model, images, tta: bool = False, policy: Policy | None
 
 def _probabilities_at_size(model: keras.Model, images, policy: Policy):
     height, width = tf.shape(images)[1], tf.shape(images)[2]
-    if policy.resize == "none":
-        scaled = tf.map_fn(lambda image: rescale(image, None, policy.scale)[0], images,
-                           fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8)) \
-            if policy.scale != 1.0 else images
+
+    def predict(batch):
+        return class_probabilities(model, batch)
+
+    if policy.native:
         probabilities = tiling.tiled_probabilities(
-            lambda tiles: class_probabilities(model, tiles), normalize(scaled), policy.size,
-            policy.overlap)
+            predict, normalize(policy.scaled_photos(images)), policy.size, policy.overlap)
         if policy.scale == 1.0:
             return probabilities
-    elif policy.resize == "pad":
-        top, left, new_height, new_width = letterbox_box(height, width, policy.size)
-        fitted = tf.map_fn(lambda image: letterbox(image, None, policy.size, 0)[0], images,
-                           fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-        probabilities = class_probabilities(model, normalize(fitted))
-        probabilities = probabilities[:, top:top + new_height, left:left + new_width]
     else:
-        probabilities = class_probabilities(model, normalize(resize_image(images, policy.size)))
+        fitted, crop_back = policy.fitted_photos(images)
+        probabilities = crop_back(predict(normalize(fitted)))
     return tf.image.resize(probabilities, tf.stack([height, width]), method="bilinear")
 
 

@@ -28,10 +28,11 @@ import numpy as np
 
 from unet_tf.config import Config, ConfigError
 from unet_tf.distribute import is_chief
-from unet_tf.resume import RunState
-from unet_tf.run_files import write_json
+from unet_tf.run.resume import RunState
+from unet_tf.files import write_json
 
 CONFIG = "config.json"
+PLAN = "plan.json"  # what the run decided before it started (unet_tf.plan)
 MODEL = "model.keras"
 BEST_EPOCH = "best_epoch.keras"  # with --average-weights: the best epoch beside the average
 HISTORY = "history.csv"

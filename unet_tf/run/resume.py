@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from unet_tf.errors import UserError
-from unet_tf.run_files import atomic_path, atomic_write_text, write_json
+from unet_tf.files import atomic_path, atomic_write_text, write_json
 
 FOLDER = "resume"
 
