@@ -72,10 +72,11 @@ def network_reachable():
 
 @pytest.fixture(scope="session")
 def run_python():
-    """`run_python(args, cwd, timeout=120, env=None)`: runs this Python (whose environment has
-    unet_tf installed) in a new process; returns (CompletedProcess, seconds)."""
+    """`run_python(args, cwd, timeout=600, env=None)`: runs this Python (whose environment has
+    unet_tf installed) in a new process; returns (CompletedProcess, seconds). The timeout only
+    catches a hang: a busy machine may take minutes where an idle one takes seconds."""
 
-    def run(args, cwd, timeout=120, env=None):
+    def run(args, cwd, timeout=600, env=None):
         full_env = {**os.environ, **(env or {})}
         full_env = {key: value for key, value in full_env.items() if value != ""}
         started = time.perf_counter()

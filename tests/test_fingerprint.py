@@ -34,6 +34,8 @@ def _floats(array) -> list:
 
 def batches(tmp_path) -> dict:
     """The first training batches of the quickstart preset for seed 3, as train() makes them."""
+    import keras
+
     from unet_tf import data
     from unet_tf.config import preset
 
@@ -41,6 +43,7 @@ def batches(tmp_path) -> dict:
     for name, overrides in {"squash": {}, "patches": dict(resize="none", patch_size=32,
                                                           crops_per_image=2)}.items():
         config = preset("quickstart", image_size=64, **{**TINY, **overrides})
+        keras.utils.set_random_seed(config.seed)  # as train() does: the shuffle depends on it
         train, _ = data.load_splits(config)
         dataset = data.make_dataset(
             train.images, train.masks, 8, training=True, seed=config.seed,

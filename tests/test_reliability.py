@@ -222,7 +222,6 @@ def test_serving_refuses_images_above_its_limit_before_decoding(export, huge_png
     folder, served = export
     assert json.loads((folder / "metadata.json").read_text())["max_pixels"] == 1_000_000
     for data in (huge_png.read_bytes(), _encoded(Image.new("RGB", (1100, 1000)), "JPEG"),
-                 _encoded(Image.new("RGB", (1100, 1000)), "GIF"),
                  _encoded(Image.new("RGB", (1100, 1000)), "BMP")):
         with pytest.raises(tf.errors.InvalidArgumentError, match="limit of 1,000,000 pixels"):
             served.signatures["serve_bytes"](images=tf.constant([data]))
@@ -231,6 +230,24 @@ def test_serving_refuses_images_above_its_limit_before_decoding(export, huge_png
     small = served.signatures["serve_bytes"](
         images=tf.constant([_encoded(Image.new("RGB", (100, 90)), "BMP")]))
     assert small["mask"].shape == (1, 90, 100)
+
+
+def test_serving_refuses_gifs_whose_frames_could_exceed_its_limit_unread(export):
+    """A GIF's header gives its screen's size, not its frames', and TensorFlow decodes every
+    frame: serve_bytes takes no GIF (predict, which reads the first frame with Pillow, does)."""
+    import tensorflow as tf
+
+    _, served = export
+    big_frame = bytearray(_encoded(Image.new("RGB", (2000, 1000)), "GIF"))
+    big_frame[6:10] = (16).to_bytes(2, "little") * 2  # the screen says 16 x 16
+    frames = [Image.new("RGB", (200, 100), (i, 0, 0)) for i in range(100)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    small = _encoded(Image.new("RGB", (20, 10)), "GIF")
+    for data in (bytes(big_frame), buffer.getvalue(), small):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="send its pixels to "
+                                                                 "serving_default"):
+            served.signatures["serve_bytes"](images=tf.constant([data]))
 
 
 def test_a_keras_zip_bomb_is_refused_unread(tmp_path, capsys):

@@ -4,7 +4,9 @@ epilog), the options several commands take, and how every command ends (`run_com
 
 import argparse
 import errno
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -46,9 +48,13 @@ def run_command(body, argv=None) -> int:
 
     A user's error (a bad option, a missing or odd file, an output that would destroy something;
     see errors.UserError) and an OS error on a path (a full disk, no permission) print one line,
-    `error: ...`, and exit 2. Ctrl-C exits 130. Anything else is a bug: its traceback, a request
+    `error: ...`, and exit 2; so does a full disk, wherever it is met. Ctrl-C exits 130, and so
+    does SIGTERM (how schedulers and Colab stop a job): both unwind as KeyboardInterrupt, so
+    what a command leaves is what Ctrl-C leaves. Anything else is a bug: its traceback, a request
     to report it, exit 1.
     """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return body(argv)
     except UserError as error:
@@ -65,7 +71,26 @@ def run_command(body, argv=None) -> int:
             reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror
             print(f"error: {error.filename}: {reason}", file=sys.stderr)
             return 2
+        if _disk_full(error):  # h5py, TensorFlow and Keras say so in their own types
+            print("error: the disk is full (No space left on device); free some space, then "
+                  "run the command again (a training run: --resume it)", file=sys.stderr)
+            return 2
         traceback.print_exc()
         print(f"\nerror: this is a bug in unet_tf, not something you did; please report it with "
               f"the lines above at {REPORT_URL}", file=sys.stderr)
         return 1
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _disk_full(error: BaseException) -> bool:
+    """Whether `error`, or one it was raised from, is a full disk."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import typing
 from pathlib import Path
 
@@ -93,7 +94,8 @@ class Config:
     synthetic_val_examples: int = option(128, "synthetic data: validation examples", low=1)
     image_size: int = option(
         128, "the model's input side: photos are resized to it (--resize squash or pad); a "
-        "multiple of 32", unit="px", low=32)
+        "multiple of 32 (larger photos: --resize none, which tiles them)", unit="px", low=32,
+        high=2048)
     resize: str = option(
         "squash", "how photos meet the model: squash (resized to a square, aspect lost), pad "
         "(aspect kept, letterboxed, the answer cropped back) or none (native resolution after "
@@ -103,7 +105,7 @@ class Config:
         "starts, written to config.json)", choices=RESIZE_POLICIES)
     patch_size: int = option(
         0, "train on random square crops of this side (a multiple of 32; 0: the whole image). "
-        "With --resize none also the tile side at prediction", unit="px", low=0)
+        "With --resize none also the tile side at prediction", unit="px", low=0, high=2048)
     scale: float = option(
         1.0, "--resize none: scale photos by this factor first (e.g. 0.5 for large photos)",
         low=0.0, low_open=True, high=4.0)
@@ -267,6 +269,9 @@ class Config:
             errors.append(
                 f"decoder_filters={self.decoder_filters}: expected 4 positive values, one per "
                 "decoder stage (1/32 -> 1/16 -> 1/8 -> 1/4 -> 1/2)")
+        if self.class_weights is not None and (min(self.class_weights, default=0) < 0
+                                               or not sum(self.class_weights) > 0):
+            errors.append(f"class_weights={self.class_weights}: expected weights >= 0, not all 0")
         if self.class_weights is not None and len(self.class_weights) != self.num_classes:
             errors.append(
                 f"class_weights={self.class_weights}: expected {self.num_classes} values, one per "
@@ -325,7 +330,10 @@ class Config:
 
     @classmethod
     def load(cls, path) -> "Config":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        values = json.loads(Path(path).read_text())
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a mapping of keys to values, got {type(values).__name__}")
+        return cls.from_dict(values)
 
 
 def _check_fields(config: Config):
@@ -334,14 +342,18 @@ def _check_fields(config: Config):
         value, meta = getattr(config, field.name), field.metadata
         if value is None:
             continue
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            yield f"{field.name}={shown(value)}: expected a finite number"  # NaN passes < and >
+            continue
         if meta["choices"] and value not in meta["choices"]:
-            yield f"{field.name}={value!r}: expected one of {', '.join(meta['choices'])}"
+            yield f"{field.name}={shown(value)}: expected one of {', '.join(meta['choices'])}"
             continue
         low, high = meta["low"], meta["high"]
         too_low = low is not None and (value <= low if meta["low_open"] else value < low)
         too_high = high is not None and (value >= high if meta["high_open"] else value > high)
         if too_low or too_high:
-            yield f"{field.name}={value!r}: expected {_range_text(meta)}"
+            yield f"{field.name}={shown(value)}: expected {_range_text(meta)}"
 
 
 def _range_text(meta) -> str:
@@ -390,6 +402,12 @@ def _check_mask_colors(config: Config) -> list:
     return errors
 
 
+def shown(value, limit: int = 80) -> str:
+    """A value as an error message shows it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _coerce(name: str, kind, value):
     """`value` as the field's type: YAML reads `1e-3` as a string and JSON has no tuples."""
     args = typing.get_args(kind)
@@ -421,7 +439,7 @@ def _coerce(name: str, kind, value):
                 raise TypeError("expected a string")
             return value
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{name}={value!r}: {error}") from None
+        raise ConfigError(f"{name}={shown(value)}: {error}") from None
     return value
 
 
@@ -516,23 +534,52 @@ def preset(name: str, **overrides) -> Config:
     return Config.from_dict(values)
 
 
+MAX_CONFIG_FILE_BYTES = 2**20
+MAX_CONFIG_DEPTH = 4  # a mapping of keys to values, lists of numbers or names at most
+
+
+def _check_yaml_shape(path: Path, events) -> None:
+    """Refuses YAML that expands beyond what it shows (aliases: a few hundred bytes can stand for
+    gigabytes) or nests deeper than a configuration does, before it is built."""
+    import yaml
+
+    depth = 0
+    for event in events:
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(f"--config {path}: YAML aliases (*name) are not read; write the "
+                              "values out")
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"--config {path}: nested deeper than any configuration "
+                                  f"(more than {MAX_CONFIG_DEPTH} levels)")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def read_config_file(path) -> dict:
     """A YAML or JSON mapping of configuration keys (the same names as Config's fields)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config {path}: no such file")
+    if path.stat().st_size > MAX_CONFIG_FILE_BYTES:
+        raise ConfigError(f"--config {path}: {path.stat().st_size:,} bytes; a configuration is a "
+                          f"few KB (at most {MAX_CONFIG_FILE_BYTES:,} bytes)")
     try:
         text = path.read_text()
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
             try:
+                _check_yaml_shape(path, yaml.parse(text, Loader=yaml.SafeLoader))
                 values = yaml.safe_load(text) or {}
             except yaml.YAMLError as error:  # a !!python tag is refused here, unrun
                 raise ConfigError(f"--config {path}: not valid YAML for this project "
                                   f"({' '.join(str(error).split())})") from None
         else:
             values = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"--config {path}: nested deeper than any configuration") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConfigError(f"--config {path}: not valid JSON ({error}); YAML files end in .yaml "
                           "or .yml") from None

@@ -40,7 +40,7 @@ from unet_tf.evaluation import (
     evaluation_data,
     format_report,
 )
-from unet_tf.run.outputs import REPORT_FORMAT, check_report_file, make_folder
+from unet_tf.run.outputs import REPORT_FORMAT, check_report_file, file_sha256, make_folder
 from unet_tf.files import write_json
 from unet_tf.run.model_file import load_model_safely
 
@@ -108,8 +108,10 @@ def _main(argv) -> int:
               "dataset": config.dataset, "data_dir": config.data_dir,
               "confusion_matrix": cm.tolist(), "skipped": [list(s) for s in split.skipped]}
     make_folder(json_path.parent, "--json")
-    write_json(json_path, report)
     plots.plot_confusion(cm, config.class_names, _picture(json_path))
+    # The picture's checksum: a later evaluate replaces the picture only while it is this one.
+    report["picture_sha256"] = file_sha256(_picture(json_path))
+    write_json(json_path, report)
     print(format_report(report, config.class_names))
     print(f"metrics: {json_path}\nconfusion matrix: {_picture(json_path)}")
     return 0

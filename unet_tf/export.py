@@ -8,7 +8,7 @@ The SavedModel's signatures put the preprocessing inside the graph, so a client 
 gets a mask at its own resolution:
 
 - `serving_default(images)`: uint8 [batch, height, width, 3], any height and width;
-- `serve_bytes(images)`: string [batch], encoded JPEG / PNG / GIF / BMP images of one size;
+- `serve_bytes(images)`: string [batch], encoded JPEG / PNG / BMP images of one size;
 
 both returning `mask` (int32 [batch, height, width], class indices) and `probabilities` (float32
 [batch, height, width, classes]). Inside: bilinear resize to the model's input size and scaling to
@@ -64,7 +64,7 @@ def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool =
     for name, signature in serving.SIGNATURES.items():
         archive.add_endpoint(name, functions[name], input_signature=signature)
 
-    out = Path(out)
+    out = Path(os.path.realpath(out))  # a link to a folder: the export lands where it leads
     make_folder(out.parent, "--out")
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -80,7 +80,7 @@ def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool =
             "policy": policy.to_dict(),
             "signatures": {
                 "serving_default": "images: uint8 [batch, height, width, 3]",
-                "serve_bytes": "images: string [batch] of encoded JPEG, PNG, GIF or BMP images of "
+                "serve_bytes": "images: string [batch] of encoded JPEG, PNG or BMP images of "
                                "one size",
                 "outputs": "mask: int32 [batch, height, width]; probabilities: float32 "
                            "[batch, height, width, classes]",
@@ -96,7 +96,12 @@ def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool =
 
 
 def _replace_dir(staging: Path, out: Path) -> None:
-    """Moves `staging` to `out`; an existing `out` is swapped away first, then removed."""
+    """Moves `staging` to `out`: into an empty `out` (the folder itself stays), or in its place
+    when `out` is new or an earlier export, which is swapped away first, then removed."""
+    if out.is_dir() and not any(out.iterdir()):
+        for item in staging.iterdir():
+            os.replace(item, out / item.name)
+        return
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old")

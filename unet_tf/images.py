@@ -1,8 +1,10 @@
 """Reading image and mask files as they come in the wild, with Pillow.
 
 Photographs arrive as JPEG (RGB, grayscale or CMYK), PNG (RGB, RGBA, palette, 16-bit), GIF, BMP,
-often under the wrong extension: the file's content decides, never its name. Every reader returns
-a uint8 array or raises `ImageReadError` naming the file and the reason.
+often under the wrong extension: the file's content decides, never its name. A photo (or mask)
+with an EXIF orientation is turned upright first, as viewers and labelling tools show it, so a
+mask drawn on what the photo shows fits it. Every reader returns a uint8 array or raises
+`ImageReadError` naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from unet_tf.errors import UserError
 from unet_tf.files import atomic_path
@@ -25,6 +27,18 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".we
 
 class ImageReadError(UserError):
     """A file that is not a readable image (or mask); the message names the file and the reason."""
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def orientation(image) -> int:
+    """The EXIF orientation of an open image (1: stored upright; 6: turned 90 degrees, ...)."""
+    try:
+        value = int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except (ValueError, TypeError, OSError, SyntaxError):
+        return 1
+    return value if 2 <= value <= 8 else 1  # 0 and other values outside the standard: as stored
 
 
 def _open(path, max_pixels: int):
@@ -41,6 +55,8 @@ def _open(path, max_pixels: int):
                     "first"
                 )
             image.load()
+            if orientation(image) != 1:  # turned upright, as viewers and labelling tools show it
+                image = ImageOps.exif_transpose(image)
             return image
     except ImageReadError:
         raise

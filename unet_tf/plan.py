@@ -102,7 +102,8 @@ class Plan:
                       "notes": tuple(values.get("notes", ()))})
 
     def save(self, path) -> None:
-        write_json(path, self.to_dict())
+        """plan.json: the plan, and the block the run printed (as lines, to read)."""
+        write_json(path, {**self.to_dict(), "block": self.block().splitlines()})
 
     @classmethod
     def load(cls, path) -> "Plan":

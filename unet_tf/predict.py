@@ -34,12 +34,11 @@ import tensorflow as tf
 
 from unet_tf import images as image_io
 from unet_tf import plots
-from unet_tf.inference import postprocess
 from unet_tf.cli import add_tta_argument, command_parser, positive_int, run_command
-from unet_tf.inference import mirror_mean, segment
-from unet_tf.run.outputs import prepare_predictions_folder
+from unet_tf.inference import mirror_mean, postprocess, segment
 from unet_tf.progress import progress as report_progress
-from unet_tf.run.model_file import load_model_safely
+from unet_tf.run.model_file import ModelFileError, check_keras_file, load_model_safely
+from unet_tf.run.outputs import is_export, prepare_predictions_folder
 
 
 class Segmenter:
@@ -52,12 +51,13 @@ class Segmenter:
     def __init__(self, model_path, tta: bool = False):
         path = Path(model_path)
         if path.is_dir():
-            metadata_path = path / "metadata.json"
-            if not (path / "saved_model.pb").is_file():
-                raise FileNotFoundError(f"--model {path}: not a SavedModel folder (no "
-                                        "saved_model.pb); give a model.keras or an export")
-            self._function = tf.saved_model.load(str(path)).signatures["serving_default"]
-            metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+            metadata = _export_metadata(path)
+            try:
+                self._function = tf.saved_model.load(str(path)).signatures["serving_default"]
+            except Exception as error:  # TensorFlow reports a damaged SavedModel in many types
+                raise ModelFileError(f"--model {path}: the SavedModel cannot be loaded "
+                                     f"({type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                                     "); export it again") from None
             classes = int(self._function.structured_outputs["probabilities"].shape[-1])
             self.class_names = tuple(metadata.get("class_names",
                                                   [f"class_{i}" for i in range(classes)]))
@@ -73,6 +73,15 @@ class Segmenter:
                 input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
             self.mirror = False
 
+    @staticmethod
+    def check(model_path) -> None:
+        """Refuses a --model that cannot be one, before anything is written or loaded."""
+        path = Path(model_path)
+        if path.is_dir():
+            _export_metadata(path)
+        else:
+            check_keras_file(path)
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if not self.mirror:
             outputs = self._function(images=tf.constant(image[None]))
@@ -81,6 +90,20 @@ class Segmenter:
         pair = self._function(images=tf.constant(np.stack([image, image[:, ::-1]])))
         mean = mirror_mean(pair["probabilities"][:1], pair["probabilities"][1:])
         return np.argmax(mean[0].numpy(), axis=-1).astype(np.uint8)
+
+
+def _export_metadata(path: Path) -> dict:
+    """The metadata.json of an export this project wrote. A SavedModel runs the operations its
+    graph holds, so predict loads only folders that `unet_tf.export` wrote, which carry one: an
+    export is code, to be taken only from people you trust (docs/reliability.md)."""
+    if not (path / "saved_model.pb").is_file():
+        raise ModelFileError(f"--model {path}: not a SavedModel folder (no saved_model.pb); give "
+                             "a model.keras or a folder written by python -m unet_tf.export")
+    if not is_export(path):
+        raise ModelFileError(f"--model {path}: a SavedModel without the metadata.json of "
+                             "python -m unet_tf.export; predict loads only exports of this "
+                             "project (a SavedModel runs whatever its graph holds)")
+    return json.loads((path / "metadata.json").read_text())
 
 
 def collect_inputs(inputs) -> tuple:
@@ -175,6 +198,7 @@ def _main(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     postprocess.check(args.postprocess)
+    Segmenter.check(args.model)  # a wrong --model leaves no folder behind
     out = prepare_predictions_folder(Path(args.out))  # before any work
     segmenter = Segmenter(args.model, tta=args.tta)
     steps = postprocess.steps_for(args.postprocess, segmenter.trained_on, segmenter.class_names)

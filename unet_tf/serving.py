@@ -1,14 +1,16 @@
 """The exported SavedModel's two signatures, as TensorFlow functions of a model.
 
 - `serving_default(images)`: uint8 [batch, height, width, 3] pixels, any height and width;
-- `serve_bytes(images)`: string [batch] of encoded JPEG, PNG, GIF or BMP images of one size.
+- `serve_bytes(images)`: string [batch] of encoded JPEG, PNG or BMP images of one size.
 
 Both return `mask` (int32 [batch, height, width]) and `probabilities` (float32 [batch, height,
 width, classes]) through `inference.segment`, the path predict uses too. Memory grows with the
 photo: an image above `max_pixels` is refused with an error naming the limit, and `serve_bytes`
 reads each image's size from its header first, so an oversized image is refused before it is
-decoded. Transparent PNG pixels are composited over white, as `predict` (Pillow) does. TIFF and
-WebP, which predict reads, are not decoded in the graph: send their pixels to `serving_default`.
+decoded. Transparent PNG pixels are composited over white, as `predict` (Pillow) does. GIF, TIFF
+and WebP, which predict reads, are not decoded in the graph: send their pixels to
+`serving_default`. (A GIF's header gives the size of its screen, not of its frames, and
+TensorFlow decodes every frame: its size cannot be checked before it is decoded.)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import tensorflow as tf
 
 from unet_tf.inference import segment
 
-FORMATS = ("JPEG", "PNG", "GIF", "BMP")
+FORMATS = ("JPEG", "PNG", "BMP")
 _HEADER = 32  # bytes read to find an image's size
 
 
@@ -47,9 +49,6 @@ def header_size(encoded):
     def png():
         return tf.stack([_uint(head, 20, 4, True), _uint(head, 16, 4, True)])
 
-    def gif():
-        return tf.stack([_uint(head, 8, 2, False), _uint(head, 6, 2, False)])
-
     def bmp():
         height = _uint(head, 22, 4, False)
         height = tf.where(height >= 2**31, 2**32 - height, height)  # negative: stored top down
@@ -59,9 +58,8 @@ def header_size(encoded):
         return tf.constant([-1, -1], tf.int64)
 
     index = tf.where(starts_with(0xFF, 0xD8), 0, tf.where(starts_with(0x89, 0x50, 0x4E, 0x47), 1,
-                     tf.where(starts_with(0x47, 0x49, 0x46), 2,
-                              tf.where(starts_with(0x42, 0x4D), 3, 4))))
-    return tf.switch_case(index, [jpeg, png, gif, bmp, unknown])
+                     tf.where(starts_with(0x42, 0x4D), 2, 3)))
+    return tf.switch_case(index, [jpeg, png, bmp, unknown])
 
 
 def check_pixels(height, width, max_pixels: int):

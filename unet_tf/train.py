@@ -107,6 +107,8 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         data.ensure_available(config)  # offline, the download fails in seconds
     saved = Path(run_dir or "") / PLAN
     plan = Plan.load(saved) if resume and saved.is_file() else make_plan(config)
+    if resume and saved.is_file():
+        _check_unchanged(config, plan, Path(run_dir))
     config = plan.config
     print(plan.block())
     with open_run(config, run_dir, resume) as run:
@@ -149,9 +151,27 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
         started = time.perf_counter()
         diverged = fit_phases(trainer, run, config, strategy, kit, batches,
                               kit.callbacks + previews + list(callbacks) + [kit.owner], verbose)
-        _finish(run, model, config, strategy, kit, (train_split, val_split),
-                time.perf_counter() - started, diverged)
+        try:
+            _finish(run, model, config, strategy, kit, (train_split, val_split),
+                    time.perf_counter() - started, diverged)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted after training, while averaging weights or writing the "
+                  f"reports: {run.state.epochs_completed} epoch(s) are saved; finish with\n"
+                  f"  python -m unet_tf.train --resume {run.path}", file=sys.stderr)
+            raise
     return run.path
+
+
+def _check_unchanged(config: Config, plan: Plan, run: Path) -> None:
+    """A resumed run obeys its plan: refuses a config.json edited since the run started."""
+    now, then = (json.loads(json.dumps(c.to_dict())) for c in (config, plan.config))
+    changed = sorted(key for key in now if now[key] != then.get(key))
+    if changed:
+        raise ConfigError(
+            f"--resume {run}: {CONFIG} differs from the run's {PLAN} in "
+            f"{', '.join(f'{k} ({then.get(k)!r} -> {now[k]!r})' for k in changed[:5])}; a run "
+            f"continues as it started: put {CONFIG} back as it was, or train a new run with "
+            f"--config {run / CONFIG} --run-dir NEW_RUN_DIR")
 
 
 def _load_data(plan: Plan, run_path: Path) -> tuple:
@@ -503,7 +523,8 @@ def _main(argv) -> int:
             print(plan.block(measure_step_seconds(plan)))
             return 0
         if args.resume:
-            given = [f for f in vars(args) if f not in ("resume", "preset", "show_config", "dry_run")
+            given = [f for f in vars(args)
+                     if f not in ("resume", "preset", "show_config", "dry_run")
                      and getattr(args, f) not in (None, False)]
             if given:
                 raise ConfigError(f"--resume continues a run with its own config.json; drop "

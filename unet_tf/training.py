@@ -137,13 +137,16 @@ class StopOnCtrlC(keras.callbacks.Callback):
     callback, the last of the list: every other callback has then finished its epoch (the
     history and the resume state agree), and nothing swallows it. Python's own handler raises
     wherever the program happens to be, which can be a finalizer that ignores it; then Ctrl-C did
-    nothing. A second Ctrl-C raises at once. Use as a context manager around `fit`: it holds the
-    SIGINT handler for that long (in the main thread only)."""
+    nothing. A second Ctrl-C raises at once. SIGTERM, with which schedulers and Colab stop a job,
+    is taken as Ctrl-C. Use as a context manager around `fit`: it holds the SIGINT and SIGTERM
+    handlers for that long (in the main thread only)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         super().__init__()
         self.pressed = False
-        self._previous = None
+        self._previous = {}
 
     def _handler(self, signum, frame):
         if self.pressed:
@@ -152,13 +155,14 @@ class StopOnCtrlC(keras.callbacks.Callback):
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {number: signal.signal(number, self._handler)
+                              for number in self.SIGNALS}
         return self
 
     def __exit__(self, *exc_info):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous = {}
 
     def _check(self, *args, **kwargs):
         if self.pressed:

@@ -12,6 +12,8 @@ for every photo size. Everything else (CMYK, 16-bit, palettes, transparency, GIF
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from PIL import Image
 from unet_tf.config import parse_color
 from unet_tf.data import geometry, preprocess
 from unet_tf.data.policy import Policy, background_class, is_chosen
-from unet_tf.images import MAX_PIXELS, ImageReadError, read_image, read_label_mask
+from unet_tf.images import MAX_PIXELS, ImageReadError, orientation, read_image, read_label_mask
 
 
 # resize auto looks at this many training masks, spread over the split.
@@ -42,8 +44,8 @@ def choose_resize(config, files: list | None) -> tuple:
         encoding = "trimap" if config.dataset == "oxford_iiit_pet" else "index"
         widths, shapes = [], []
         for index in picked.astype(int):
-            _, mask, reason, _ = decode_pair(Path(files[index].image), Path(files[index].mask), config,
-                                             encoding)
+            pair = files[index]
+            _, mask, reason, _ = decode_pair(Path(pair.image), Path(pair.mask), config, encoding)
             if not reason:  # unusable pairs are named when the split is read
                 widths.append(geometry.object_width(mask, background_class(config)))
                 shapes.append(mask.shape)
@@ -61,7 +63,7 @@ def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
     """(image, mask, None, note) at native size, the mask as class indices, or
     (None, None, reason, None) for a pair that cannot be used."""
     if not mask_path.is_file():
-        return None, None, f"no mask ({mask_path.name} missing)", None
+        return None, None, _missing(mask_path), None
     colors = ([parse_color(entry.split("=", 1)[1]) for entry in config.mask_colors]
               if config.mask_colors else None)
     try:
@@ -89,6 +91,23 @@ def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
             return None, None, (f"mask values {values.tolist()} outside the "
                                 f"{config.num_classes} classes {list(config.class_names)}"), None
     return image, mask.astype(np.uint8), None, note
+
+
+def _missing(mask_path: Path) -> str:
+    """Why a photo's mask cannot be read as a file."""
+    name = mask_path.name
+    if mask_path.is_dir():
+        return f"its mask {name} is a folder, not an image"
+    if mask_path.is_symlink():
+        try:
+            mask_path.resolve(strict=True)
+        except RuntimeError:
+            return f"its mask {name} is a link that leads back to itself"
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                return f"its mask {name} is a link that leads back to itself"
+        return f"its mask {name} is a link to {os.readlink(mask_path)}, which does not exist"
+    return f"no mask ({name} missing)"
 
 
 def decoded_examples(pairs: list, config, encoding: str, fitted: bool = True):
@@ -184,6 +203,8 @@ def _graph_format(image_path: Path, mask_path: Path, config) -> str:
             if mask.format != "PNG" or mask.mode != "L" or image.mode not in ("RGB", "L"):
                 return ""
             if image.width * image.height > MAX_PIXELS:
+                return ""
+            if orientation(image) != 1 or orientation(mask) != 1:  # Pillow turns it upright
                 return ""
             return {"JPEG": "jpeg", "PNG": "png"}.get(image.format, "")
     except (OSError, SyntaxError, ValueError):

@@ -14,6 +14,7 @@ skipped and reported with its reason; it never stops the run.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import socket
 import typing
@@ -406,12 +407,13 @@ def _oxford_pairs(config, split: str) -> tuple:
 
 def _folder_split(config, split: str, stream: bool = False, cache_dir=None) -> Split:
     """A user's images/ + masks/ (or <split>/images/ + <split>/masks/)."""
-    return _read_pairs(split, _folder_pairs(config, split)[0], config, "index", [], stream,
-                       cache_dir)
+    pairs, skipped = _folder_pairs(config, split)
+    return _read_pairs(split, pairs, config, "index", skipped, stream, cache_dir)
 
 
 def _folder_pairs(config, split: str) -> tuple:
-    """(pairs, no skipped) of a split of a user's images/ + masks/."""
+    """(pairs, skipped) of a split of a user's images/ + masks/: a photo whose name another photo
+    or two masks share is skipped with its reason, and so is a link to a missing file."""
     root = Path(config.data_dir).expanduser()
     name, start, stop = parse_split(split)
     base = root / name if (root / name / "images").is_dir() else root
@@ -428,13 +430,33 @@ def _folder_pairs(config, split: str) -> tuple:
             "masks/ pair is the split 'train' (to train, hold part of it out for validation "
             "with --validation-fraction 0.2; to evaluate on it: --split train)"
         )
-    masks = {p.stem: p for p in sorted(masks_dir.iterdir()) if p.is_file()}
-    files = sorted(p for p in images_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    masks = _by_stem(p for p in masks_dir.iterdir() if p.is_file())
+    entries = sorted(p for p in images_dir.iterdir() if not p.name.startswith("."))
+    files = [p for p in entries if p.is_file()]
     if not files:
         raise DataError(f"{images_dir} is empty")
-    files = _slice(files, start, stop)
-    return [ExampleFiles(p.stem, p, masks.get(p.stem, masks_dir / f"{p.stem}.png"))
-            for p in files], []
+    photos = _by_stem(_slice(files, start, stop))
+    skipped = [(p.name, f"a link to {os.readlink(p)}, which does not exist") for p in entries
+               if p.is_symlink() and not p.exists()]
+    pairs = []
+    for stem, found in photos.items():
+        mask = masks.get(stem, [masks_dir / f"{stem}.png"])
+        if len(found) > 1 or len(mask) > 1:
+            which, named = ("photos", found) if len(found) > 1 else ("masks", mask)
+            skipped.append((stem, f"{len(named)} {which} share the name {stem} "
+                                  f"({', '.join(p.name for p in named)}): which pair is meant is "
+                                  "unclear; rename or remove all but one"))
+            continue
+        pairs.append(ExampleFiles(stem, found[0], mask[0]))
+    return pairs, skipped
+
+
+def _by_stem(paths) -> dict:
+    """File stem -> the paths with that stem, in the order of the sorted paths."""
+    found = {}
+    for path in sorted(paths):
+        found.setdefault(path.stem, []).append(path)
+    return found
 
 
 def _synthetic_split(config, name: str, count: int, seed: int) -> Split:

@@ -6,6 +6,7 @@
     postprocess.py  optional clean-up of a predicted mask (holes, specks, the largest object)
 """
 
+from unet_tf.inference import postprocess, tiling
 from unet_tf.inference.segment import (
     Policy,
     class_probabilities,
@@ -14,4 +15,5 @@ from unet_tf.inference.segment import (
     segment,
 )
 
-__all__ = ["Policy", "class_probabilities", "mirror_mean", "predict_masks", "segment"]
+__all__ = ["Policy", "class_probabilities", "mirror_mean", "postprocess", "predict_masks",
+           "segment", "tiling"]

@@ -38,6 +38,8 @@ BEST_EPOCH = "best_epoch.keras"  # with --average-weights: the best epoch beside
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 LOCK = ".lock"
+# What a run writes before its first epoch is saved (removed when it starts again).
+STARTED = (CONFIG, PLAN, HISTORY, "logs", "cache", "resume", "previews", LOCK)
 
 try:
     import fcntl
@@ -89,7 +91,7 @@ def open_run(config: Config, run_dir=None, resume: bool = False):
         # Other workers train in step with the chief but write into a scratch folder.
         run = Run(Path(tempfile.mkdtemp(prefix="unet_tf-worker-")), RunState(), scratch=True)
     elif resume:
-        run = _resume(Path(run_dir))
+        run = _resume(Path(run_dir), config)
     else:
         run = _create(str(run_dir or config.run_dir), config)
     try:
@@ -146,7 +148,7 @@ def _check_empty(path: Path) -> None:
                              f"new folder or empty this one{hint}")
 
 
-def _resume(path: Path) -> Run:
+def _resume(path: Path, config: Config) -> Run:
     if not (path / CONFIG).is_file():
         raise RunFolderError(f"--resume {path}: no {CONFIG} there; is it a run folder?")
     lock = _lock(path)
@@ -155,10 +157,14 @@ def _resume(path: Path) -> Run:
     except ValueError:
         lock.close()
         raise
-    if state is None:
+    if state is None:  # stopped (killed) before its first epoch was saved: nothing to lose
         lock.close()
-        raise RunFolderError(f"--resume {path}: no saved state (resume/state.json); the run "
-                             "stopped before its first epoch ended: start it again")
+        print(f"--resume {path}: no epoch was saved before the run stopped; starting it again "
+              f"there, as its {CONFIG} says")
+        for name in STARTED:
+            item = path / name
+            shutil.rmtree(item) if item.is_dir() else item.unlink(missing_ok=True)
+        return _create(str(path), config)
     if state.finished:
         lock.close()
         raise RunFolderError(f"--resume {path}: this run finished; its results are in {path}")
@@ -166,6 +172,13 @@ def _resume(path: Path) -> Run:
         # Stopped while putting the averaged weights into model.keras: until training ends again,
         # model.keras is the best epoch's model.
         os.replace(path / BEST_EPOCH, path / MODEL)
+    if config.validates and state.epochs_completed and not (path / MODEL).is_file():
+        lock.close()  # the resume state holds the last epoch, not the best one: nothing is lost
+        raise RunFolderError(
+            f"--resume {path}: {MODEL} (the best epoch so far) is missing; a resumed run only "
+            f"replaces it with a better epoch, so it would end without one. Put {MODEL} back, or "
+            f"train again into a new folder: python -m unet_tf.train --config {path / CONFIG} "
+            f"--run-dir NEW_RUN_DIR")
     return Run(path, state, resumed=True, _lock=lock)
 
 

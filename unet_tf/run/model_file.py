@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import keras
 from unet_tf.config import CLASS_NAMES, Config, labels_for
 from unet_tf.data.policy import Policy
 from unet_tf.errors import UserError
-from unet_tf.files import temporary_path
+from unet_tf.files import ensure_free_space, temporary_path, variables_bytes
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -36,6 +37,7 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     def on_epoch_end(self, epoch, logs=None):
         tmp = temporary_path(self.final_path)
+        ensure_free_space(self.final_path, variables_bytes(self.model.weights))
         try:
             super().on_epoch_end(epoch, logs)
         except BaseException:
@@ -71,6 +73,7 @@ class ModelFileError(UserError):
 # of this project holds well under these sizes: larger members are refused unread.
 MAX_CONFIG_BYTES = 16 * 2**20
 MAX_UNPACKED_BYTES = 4 * 2**30
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first bytes of every .h5 file (Keras 2's format)
 
 
 def check_keras_file(path: Path) -> None:
@@ -82,6 +85,10 @@ def check_keras_file(path: Path) -> None:
         raise ModelFileError(f"--model {path}: no such model file{hint}")
     if path.suffix != ".keras":
         raise ModelFileError(f"--model {path}: expected a .keras file written by unet_tf.train")
+    with open(path, "rb") as handle:
+        if handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+            raise ModelFileError(f"--model {path}: an HDF5 (.h5) file named .keras; give the "
+                                 "model.keras that unet_tf.train wrote (a zip archive)")
     try:
         with zipfile.ZipFile(path) as archive:
             members = {info.filename: info.file_size for info in archive.infolist()}
@@ -123,7 +130,11 @@ def load_model_safely(path) -> tuple:
         raise ModelFileError(f"{config_path} names {len(info.class_names)} classes but the model "
                              f"has {classes} outputs")
     if metrics_path.is_file():
-        info.metrics = json.loads(metrics_path.read_text())
+        try:
+            info.metrics = json.loads(metrics_path.read_text())
+        except ValueError as error:  # truncated or edited: the model itself is fine
+            print(f"warning: {metrics_path} is not valid JSON ({error}); its scores are left "
+                  "out", file=sys.stderr)
     return model, info
 
 

@@ -15,6 +15,7 @@ Folders are created with the usual permissions (the user's umask), never private
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -79,9 +80,18 @@ def check_report_file(path: Path, picture: Path | None = None,
     if path.exists() and not ours:
         raise OutputPathError(f"--json {path} exists and is not an earlier {kind} report; give a "
                               "new file name")
-    if picture is not None and Path(picture).exists() and not ours:
-        raise OutputPathError(f"{picture} exists (the confusion-matrix picture of --json {path} "
-                              "would replace it); give another --json name")
+    if picture is None or not Path(picture).exists():
+        return
+    written = (ours and Path(picture).is_file() and Path(picture).stat().st_size < 2**26
+               and (_read_json(path) or {}).get("picture_sha256") == file_sha256(picture))
+    if not written:
+        raise OutputPathError(f"{picture} exists and is not the picture an earlier evaluate "
+                              f"wrote there (the confusion-matrix picture of --json {path} would "
+                              "replace it); give another --json name")
+
+
+def file_sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def prepare_predictions_folder(out: Path) -> Path:

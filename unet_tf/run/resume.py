@@ -29,7 +29,13 @@ import keras
 import numpy as np
 
 from unet_tf.errors import UserError
-from unet_tf.files import atomic_path, atomic_write_text, write_json
+from unet_tf.files import (
+    atomic_path,
+    atomic_write_text,
+    ensure_free_space,
+    variables_bytes,
+    write_json,
+)
 
 FOLDER = "resume"
 
@@ -104,6 +110,8 @@ class EpochState(keras.callbacks.Callback):
         self.folder.mkdir(exist_ok=True)
         stem = f"epoch_{epoch + 1:04d}"
         weights, arrays = f"{stem}.weights.h5", f"{stem}.state.npz"
+        ensure_free_space(self.folder / weights, variables_bytes(
+            [*self.model.weights, *self.model.optimizer.variables]))
         with atomic_path(self.folder / weights) as tmp:
             self.model.save_weights(tmp)  # includes the optimizer's variables
         values, saved = {}, {}
@@ -121,7 +129,13 @@ class EpochState(keras.callbacks.Callback):
         """Puts the saved weights and optimizer state into `model` (built, compiled) and the saved
         state into every stateful callback."""
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(self.folder / self.state.weights)
+        try:
+            model.load_weights(self.folder / self.state.weights)
+        except ValueError as error:  # Keras names a layer or shape that does not match
+            raise RunStateError(
+                f"{self.folder / self.state.weights} does not fit the model that config.json "
+                f"describes now ({str(error).splitlines()[0][:200]}); was config.json edited "
+                "since the run started? Put it back as it was to --resume") from None
         with np.load(self.folder / self.state.arrays) as saved:
             for callback in self.stateful:
                 prefix = f"{callback.state_name}/"
