@@ -137,7 +137,8 @@ def test_ctrl_c_during_weight_averaging_prints_the_resume_command(tmp_path, caps
 # 6: NaN, infinity and negative weights
 @pytest.mark.parametrize("values", [
     dict(learning_rate=float("nan")), dict(learning_rate=float("inf")),
-    dict(encoder_bn_momentum=float("nan")), dict(dropout=float("nan")), dict(alpha=float("nan")),
+    dict(encoder_bn_momentum=float("nan")), dict(dropout=float("nan")),
+    dict(alpha=float("nan"), encoder_weights="none"),
     dict(memory_budget_gb=float("nan")), dict(augment_scale=float("nan")),
     dict(class_weights=(float("nan"), 1.0, 1.0)), dict(class_weights=(-5.0, 1.0, 1.0)),
     dict(class_weights=(0.0, 0.0, 0.0)), dict(image_size=100000), dict(image_size=3200000000)])
