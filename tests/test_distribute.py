@@ -123,7 +123,7 @@ def test_two_workers_on_localhost_train_and_only_the_chief_writes(tmp_path):
             worker.kill()
     for worker, (out, err) in zip(workers, outputs):
         assert worker.returncode == 0, err[-3000:]
-        assert "MultiWorkerMirroredStrategy: 2 replicas x batch 4 = global batch 8" in out
+        assert "MultiWorkerMirroredStrategy, 2 replica(s) x batch 4 = global batch 8" in out
     # The chief's run folder is complete; the other worker left nothing behind.
     for name in ("config.json", "model.keras", "history.csv", "metrics.json", "curves.png"):
         assert (run / name).is_file(), name
