@@ -169,3 +169,60 @@ def test_a_score_on_the_photos_that_chose_the_epoch_says_so(tiny_run, tmp_path, 
         printed = capsys.readouterr().out
         assert ("chose the epoch kept (early stopping): an optimistic score" in printed) is chose
         assert json.loads(Path(args[-1]).read_text())["chose_the_model"] is chose
+
+
+def _numpy_scores(truth, predicted):
+    """Per-image scores of the hand case, computed directly from the label arrays."""
+    def dice(t, p):
+        return 2 * (t & p).sum() / (t.sum() + p.sum()) if t.sum() + p.sum() else None
+
+    def iou(t, p):
+        return (t & p).sum() / (t | p).sum() if (t | p).sum() else None
+
+    big_t, big_p = (np.kron(a, np.ones((8, 8), np.uint8)) for a in (truth, predicted))
+    return {"height": 32, "width": 32,
+            "dice_background": dice(big_t == 0, big_p == 0), "dice_foreground": dice(big_t == 1, big_p == 1),
+            "iou_background": iou(big_t == 0, big_p == 0), "iou_foreground": iou(big_t == 1, big_p == 1),
+            "foreground_dice": dice(big_t == 1, big_p == 1) if (big_t | big_p).any() else 1.0,
+            "pixel_accuracy": (big_t == big_p).mean()}
+
+
+def test_per_image_csv_rows_against_numpy(hand_case, tmp_path):
+    import csv
+
+    model_path, data = hand_case
+    json_path = tmp_path / "report.json"
+    assert main(["--model", str(model_path), "--dataset", "folder", "--data-dir", str(data),
+                 "--labels", "binary", "--split", "train", "--json", str(json_path)]) == 0
+    with open(tmp_path / "report_per_image.csv", newline="") as file:
+        rows = {row["file"]: row for row in csv.DictReader(file)}
+    assert sorted(rows) == ["ex0", "ex1"]
+    for i, name in enumerate(("ex0", "ex1")):
+        expected = _numpy_scores(TRUTH[i], PREDICTED[i])
+        for key, value in expected.items():
+            assert float(rows[name][key]) == pytest.approx(value, abs=1e-6), (name, key)
+    # By hand as well: image 0 overlaps 3 of 4 pet pixels both ways, image 1 misses its pet.
+    assert float(rows["ex0"]["foreground_dice"]) == pytest.approx(0.75)
+    assert float(rows["ex1"]["foreground_dice"]) == 0.0
+    report = json.loads(json_path.read_text())
+    assert set(report["files_sha256"]) == {"report_confusion.png", "report_per_image.csv",
+                                           "report_worst.png"}
+
+
+def test_worst_photos_are_the_lowest_scores_lowest_first(hand_case, tmp_path, monkeypatch):
+    from unet_tf import plots
+
+    drawn = []
+    original = plots.plot_worst
+    monkeypatch.setattr(plots, "plot_worst", lambda images, truth, predicted, classes, titles,
+                        path: (drawn.append(titles), original(images, truth, predicted, classes,
+                                                              titles, path)))
+    model_path, data = hand_case
+    args = ["--model", str(model_path), "--dataset", "folder", "--data-dir", str(data),
+            "--labels", "binary", "--split", "train"]
+    assert main(args + ["--json", str(tmp_path / "two.json"), "--worst", "2"]) == 0
+    assert main(args + ["--json", str(tmp_path / "one.json"), "--worst", "1"]) == 0
+    assert main(args + ["--json", str(tmp_path / "none.json"), "--worst", "0"]) == 0
+    assert drawn == [["ex1\nforeground_dice 0.000", "ex0\nforeground_dice 0.750"],
+                     ["ex1\nforeground_dice 0.000"]]
+    assert (tmp_path / "two_worst.png").is_file() and not (tmp_path / "none_worst.png").exists()

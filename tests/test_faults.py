@@ -75,7 +75,7 @@ def test_sigkill_then_resume_loses_at_most_one_epoch(tmp_path, run_python):
                             timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"after epoch {state['epochs_completed']}" in resumed.stdout
-    assert _history_epochs(run) == list(range(8))  # no gap, no duplicate
+    assert _history_epochs(run) == list(range(1, 9))  # no gap, no duplicate
     for name in ("model.keras", "metrics.json", "curves.png", "predictions.png"):
         assert (run / name).is_file()
     assert json.loads((run / "resume" / "state.json").read_text())["finished"]
@@ -121,7 +121,7 @@ def test_divergence_stops_and_keeps_the_best_model(tmp_path):
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match="epoch 3.*learning-rate"):
         train(config, run_dir=run, verbose=0, callbacks=[_PoisonWeights(epoch=1)])
-    assert _history_epochs(run) == [0, 1]
+    assert _history_epochs(run) == [1, 2]
     best = keras.models.load_model(run / "model.keras")
     assert all(np.all(np.isfinite(w)) for w in best.get_weights())
     report = json.loads((run / "metrics.json").read_text())
@@ -153,7 +153,7 @@ def test_divergence_without_validation_keeps_the_last_completed_epoch(tmp_path):
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match="epoch 3"):
         train(config, run_dir=run, verbose=0, callbacks=[PoisonThirdEpoch()])
-    assert _history_epochs(run) == [0, 1]
+    assert _history_epochs(run) == [1, 2]
     kept = keras.models.load_model(run / "model.keras")  # the second epoch's weights
     for got, want in zip(kept.get_weights(), recorded[1]):
         np.testing.assert_array_equal(got, want)

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,20 +15,7 @@ from PIL import Image
 from unet_tf import data
 from unet_tf.config import Config, ConfigError, preset, read_config_file
 
-TINY = dict(image_size=32, alpha=0.35, decoder_filters=(16, 16, 16, 16),
-            synthetic_train_examples=16, synthetic_val_examples=8, batch_size=8, seed=4)
-
-
-class _StopAtEpoch(keras.callbacks.Callback):
-    """Ctrl-C as the run reaches epoch `epoch` (1-based): every earlier epoch is saved."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            raise KeyboardInterrupt
+from tiny import TINY, StopAtEpoch
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +26,7 @@ def interrupted(tmp_path_factory):
     run = tmp_path_factory.mktemp("interrupted") / "run"
     with pytest.raises(KeyboardInterrupt):
         train(preset("quickstart", epochs=3, **TINY), run_dir=run, verbose=0,
-              callbacks=[_StopAtEpoch(2)])
+              callbacks=[StopAtEpoch(2)])
     assert json.loads((run / "resume" / "state.json").read_text())["epochs_completed"] == 1
     return run
 
@@ -329,7 +315,7 @@ def test_evaluate_keeps_a_users_file_where_its_picture_would_go(tiny_run, tmp_pa
     (tmp_path / "r_confusion.png").write_bytes(b"the user's own file")
     capsys.readouterr()
     assert main(args) == 2
-    assert "is not the picture an earlier evaluate wrote there" in capsys.readouterr().err
+    assert "is not what an earlier evaluate wrote there" in capsys.readouterr().err
     assert (tmp_path / "r_confusion.png").read_bytes() == b"the user's own file"
 
 

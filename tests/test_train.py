@@ -46,7 +46,7 @@ def test_history_has_one_row_per_epoch(tiny_run):
     rows = read_history(tiny_run)
     report = json.loads((tiny_run / "metrics.json").read_text())
     assert len(rows) == report["epochs_run"] == 1
-    assert [int(row["epoch"]) for row in rows] == [0]
+    assert [int(row["epoch"]) for row in rows] == [1]  # from 1, as metrics.json counts
     for column in ["loss", "dice", "val_loss", "val_dice", "val_iou", "val_pixel_accuracy"] + [
             f"val_dice_{name}" for name in CLASS_NAMES]:
         value = float(rows[0][column])

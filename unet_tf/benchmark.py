@@ -1,7 +1,7 @@
 r"""Measure speed and memory, side by side with a pipeline built the way the tutorial builds it.
 
     python -m unet_tf.benchmark                                    # synthetic photos, ~5 minutes
-    python -m unet_tf.benchmark --data-dir ../shared/data/oxford-pets-sample --json bench.json
+    python -m unet_tf.benchmark --data-dir data/oxford-iiit-pet --json bench.json   # real photos
     python -m unet_tf.benchmark --examples 64 --epochs 2 --skip-tflite   # a quick look
 
 In one run, on the same model and the same photos read from files on disk, it measures:
@@ -413,30 +413,35 @@ def main(argv=None) -> int:
 def build_parser():
     """The command line of this command (every option with its help)."""
     parser = command_parser("unet_tf.benchmark", __doc__)
-    parser.add_argument("--data-dir", help="a local oxford_iiit_pet copy (default: synthetic "
-                                           "photos written for the run)")
-    parser.add_argument("--examples", type=positive_int, default=256,
-                        help="synthetic photos to write (default: %(default)s)")
-    parser.add_argument("--image-size", type=positive_int, default=128,
-                        help="the model's input side in px (default: %(default)s)")
-    parser.add_argument("--batch-size", type=positive_int, default=16,
-                        help="examples per batch (default: %(default)s)")
-    parser.add_argument("--alpha", type=float, default=1.0,
-                        help="MobileNetV2 width multiplier (default: %(default)s)")
-    parser.add_argument("--epochs", type=positive_int, default=5,
-                        help="training epochs per variant, at least 2: the first compiles and "
-                             "is not timed (default: %(default)s)")
-    parser.add_argument("--steps-per-execution", type=positive_int, nargs="*", default=[4],
-                        help="extra training variants with these steps_per_execution "
-                             "(default: 4)")
-    parser.add_argument("--xla", action="store_true", help="also measure training with XLA")
-    parser.add_argument("--bfloat16", action="store_true",
-                        help="also measure training with --mixed-precision bfloat16")
-    parser.add_argument("--repeats", type=positive_int, default=30,
-                        help="timed inference calls (default: %(default)s)")
-    parser.add_argument("--skip-tflite", action="store_true",
-                        help="leave out the TFLite conversions and their latency")
-    parser.add_argument("--json", help="a new file for the results (every comparison also as a "
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-dir", help="a local oxford_iiit_pet copy (default: synthetic "
+                                         "photos written for the run)")
+    data.add_argument("--examples", type=positive_int, default=256,
+                      help="synthetic photos to write (default: %(default)s)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--image-size", type=positive_int, default=128,
+                       help="the model's input side in px (default: %(default)s)")
+    model.add_argument("--alpha", type=float, default=1.0,
+                       help="MobileNetV2 width multiplier (default: %(default)s)")
+    training = parser.add_argument_group("training")
+    training.add_argument("--batch-size", type=positive_int, default=16,
+                          help="examples per batch (default: %(default)s)")
+    training.add_argument("--epochs", type=positive_int, default=5,
+                          help="training epochs per variant, at least 2: the first compiles and "
+                               "is not timed (default: %(default)s)")
+    training.add_argument("--steps-per-execution", type=positive_int, nargs="*", default=[4],
+                          help="extra training variants with these steps_per_execution "
+                               "(default: 4)")
+    training.add_argument("--xla", action="store_true", help="also measure training with XLA")
+    training.add_argument("--bfloat16", action="store_true",
+                          help="also measure training with --mixed-precision bfloat16")
+    inference = parser.add_argument_group("inference")
+    inference.add_argument("--repeats", type=positive_int, default=30,
+                           help="timed inference calls (default: %(default)s)")
+    inference.add_argument("--skip-tflite", action="store_true",
+                           help="leave out the TFLite conversions and their latency")
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", help="a new file for the results (every comparison also as a "
                                        "*_ratio field, ours over the reference)")
     return parser
 

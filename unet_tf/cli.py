@@ -22,15 +22,20 @@ def command_parser(module: str, doc: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc.split("\n", 2)[2])
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
+def positive_int(text: str, least: int = 1) -> int:
+    """argparse type: an integer of at least 1 (`least`)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: expected 1 or more")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value}: expected {least} or more")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    return positive_int(text, least=0)
 
 
 def add_tta_argument(parser: argparse.ArgumentParser) -> None:

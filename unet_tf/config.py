@@ -51,13 +51,14 @@ class ConfigError(UserError):
 
 
 def option(default, help: str, choices=None, unit: str = "", low=None, high=None,
-           low_open: bool = False, high_open: bool = False):
+           low_open: bool = False, high_open: bool = False, more: str = ""):
     """A configuration field with everything said about it in one place: its help text, its
-    allowed values (`choices`, or a range [low, high] with open ends where marked) and its unit.
+    allowed values (`choices`, or a range [low, high] with open ends where marked) and its unit;
+    `more`: what docs/options.md adds to the help (an explanation too long for `--help`).
     Validation, `--help`, the config-file loader and docs/options.md all read it."""
     return dataclasses.field(default=default, metadata={
         "help": help, "choices": choices, "unit": unit, "low": low, "high": high,
-        "low_open": low_open, "high_open": high_open})
+        "low_open": low_open, "high_open": high_open, "more": more})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +69,8 @@ class Config:
         "tensorflow-datasets, or a local copy with --data-dir), folder (your images/ and masks/), "
         "synthetic (generated pets, offline)", choices=DATASETS)
     data_dir: str = option(
-        "", "oxford_iiit_pet: a local copy in the dataset's original layout (images/, "
-        "annotations/); folder: a folder holding images/ and masks/ (or train/ and test/ with "
+        "", "oxford_iiit_pet: a local copy (images/ and annotations/, as the dataset's two "
+        "archives unpack); folder: a folder holding images/ and masks/ (or train/ and test/ with "
         "them). Empty: download through tfds", unit="path")
     labels: str = option(
         "trimap", "how masks become classes: trimap (pet, background, border), binary (background, "
@@ -84,9 +85,11 @@ class Config:
     train_split: str = option("train", "the training split (tfds split strings, e.g. "
                               "'train[:80%]'; a local copy names trainval.txt 'train')")
     val_split: str = option(
-        "test", "the validation split (unused with --validation-fraction); none: no validation, "
-        "nothing held out (whatever --validation-fraction says), every epoch runs, no early "
-        "stopping: the final model of a recipe already chosen on a validation part")
+        "test", "the validation split (unused with --validation-fraction); none: no validation "
+        "and nothing held out, for the final model of a recipe already chosen",
+        more="with none, --validation-fraction is ignored too, every epoch runs (no early "
+        "stopping) and model.keras, the last epoch (or with --average-weights the mean of the "
+        "last quarter of the epochs), is written when training ends")
     validation_fraction: float = option(
         0.0, "> 0 carves this share of the training split out for validation (the same examples "
         "every time, by name)", low=0.0, high=1.0, high_open=True)
@@ -97,12 +100,13 @@ class Config:
         "multiple of 32 (larger photos: --resize none, which tiles them)", unit="px", low=32,
         high=2048)
     resize: str = option(
-        "squash", "how photos meet the model: squash (resized to a square, aspect lost), pad "
-        "(aspect kept, letterboxed, the answer cropped back) or none (native resolution after "
-        "--scale: training on random --patch-size crops, prediction in overlapping tiles); auto: "
-        "squash, or none when the masks' objects would be under 8 px wide squashed, with the "
-        "scale, patch and crops per image chosen from them (folder data; said when training "
-        "starts, written to config.json)", choices=RESIZE_POLICIES)
+        "squash", "how photos meet the model: squash (to a square), pad (letterboxed), none "
+        "(native resolution: --patch-size crops, tiled prediction), auto (folder data: squash, "
+        "or none where objects would be under 8 px wide squashed)", choices=RESIZE_POLICIES,
+        more="squash loses the aspect ratio, pad keeps it and crops the answer back, none "
+        "scales by --scale first, trains on random --patch-size crops and predicts in "
+        "overlapping tiles; auto chooses the scale, patch and crops per image from the masks, "
+        "says so when training starts and writes them to config.json")
     patch_size: int = option(
         0, "train on random square crops of this side (a multiple of 32; 0: the whole image). "
         "With --resize none also the tile side at prediction", unit="px", low=0, high=2048)
@@ -114,15 +118,17 @@ class Config:
         "small objects must be seen); the rest anywhere", low=0.0, high=1.0)
     crops_per_image: int = option(
         1, "--patch-size: random crops taken from each training image per epoch, each placed and "
-        "augmented on its own: a large image holds many crops' worth, and an epoch of one crop "
-        "each is short next to its validation", low=1)
+        "augmented on its own", low=1,
+        more="a large image holds many crops' worth, and an epoch of one crop each is short "
+        "next to its validation")
     tile_overlap: float = option(
-        0.25, "--resize none: overlap of neighbouring prediction tiles, as a share of the tile; "
-        "their class probabilities are blended with Gaussian weights", low=0.0, high=0.9)
+        0.25, "--resize none: overlap of neighbouring prediction tiles, as a share of the tile",
+        low=0.0, high=0.9, more="their class probabilities are blended with Gaussian weights")
     cache: str = option(
-        "auto", "where training data lives between epochs: memory (decoded arrays), disk (a "
-        "tf.data cache file in the run folder), none (decoded from the files every epoch); auto: "
-        "memory when it fits --memory-budget-gb, else disk", choices=CACHES)
+        "auto", "where training data lives between epochs: memory, disk (in the run folder), "
+        "none (decoded every epoch); auto: memory when it fits --memory-budget-gb, else disk",
+        choices=CACHES, more="memory holds the decoded arrays; disk is a tf.data cache file; "
+        "none decodes the files every epoch")
     memory_budget_gb: float = option(
         0.0, "memory the cached training data may take (0: half of this machine's memory)",
         unit="GB", low=0.0)
@@ -152,16 +158,17 @@ class Config:
                             high_open=True)
     encoder_bn_momentum: typing.Optional[float] = option(
         None, "momentum of the encoder's BatchNorm statistics (default: 0.9 from random "
-        "weights, where Keras' 0.999 lags far behind the changing weights; 0.999 otherwise)",
-        low=0.0, high=1.0, low_open=True, high_open=True)
+        "weights, 0.999 otherwise)", low=0.0, high=1.0, low_open=True, high_open=True,
+        more="from random weights, Keras' 0.999 lags far behind the changing weights")
 
     # --- training -----------------------------------------------------------------------------
     batch_size: int = option(64, "examples per batch (per replica with several devices)", low=1)
     epochs: int = option(20, "training epochs at most (early stopping may end sooner)", low=1)
     train_steps: int = option(
-        0, "train about this many steps in place of --epochs: as many epochs as make them with "
-        "this data and its crops per image, so a recipe takes the same time on any number of "
-        "photos (0: --epochs; --epochs given over a preset that sets this turns it off)", low=0)
+        0, "train about this many steps in place of --epochs (0: --epochs; --epochs given over "
+        "a preset that sets this turns it off)", low=0,
+        more="as many epochs as make them with this data and its crops per image, so a recipe "
+        "takes the same time on any number of photos")
     learning_rate: float = option(1e-3, "the (peak) learning rate", low=0.0, low_open=True)
     optimizer: str = option("adam", "the optimizer", choices=OPTIMIZERS)
     weight_decay: float = option(0.0, "adamw's decoupled weight decay", low=0.0)
@@ -181,12 +188,12 @@ class Config:
     class_weights: typing.Optional[typing.Tuple[float, ...]] = option(
         None, "Dice weight of each class in the mean (default: equal)", unit="numbers")
     patience: int = option(
-        5, "epochs without a better validation mean Dice before stopping (epochs in which "
-        "validation predicts one class only do not count)", low=0)
+        5, "epochs without a better validation mean Dice before stopping", low=0,
+        more="epochs in which validation predicts one class only do not count")
     average_weights: bool = option(
-        False, "make the final model the mean of the weights of the best epoch and of every "
-        "epoch after it, with BatchNorm statistics measured again (best_epoch.keras keeps the "
-        "best epoch); without validation (val_split none) of the last quarter of the epochs")
+        False, "model.keras: the mean of the weights of the best epoch and of every epoch after "
+        "it (best_epoch.keras keeps the best); with --val-split none, of the last quarter",
+        more="BatchNorm statistics are measured again for the mean weights")
     strategy: str = option(
         "auto", "tf.distribute strategy: auto (several GPUs: mirrored; a TPU runtime: tpu; else "
         "one device), default, mirrored, multi_worker (TF_CONFIG on every machine), tpu",
@@ -203,17 +210,17 @@ class Config:
         "bfloat16 (the TPU's)", choices=SWITCHES + ("bfloat16",))
     seed: typing.Optional[int] = option(
         None, "seeds the shuffle, the augmentation and the initial weights (default: a new seed "
-        "per run, written to config.json, so --config runs/RUN/config.json repeats it)",
-        low=0, high=2**31 - 1)
+        "per run, written to config.json)", low=0, high=2**31 - 1,
+        more="so --config runs/RUN/config.json repeats the run")
     deterministic: bool = option(
         False, "deterministic TensorFlow ops: the same seed gives the same history on the same "
         "machine (somewhat slower; XLA off)")
     run_dir: str = option("", "the run folder, new or empty (default: a new folder under runs/)",
                           unit="path")
     epoch_previews: bool = option(
-        False, "after every epoch, draw the model's mask of one validation photo (a training "
-        "photo without validation) into previews/epoch_NNN.png in the run folder; in a notebook "
-        "also shown under the training cell, as the tutorial's DisplayCallback does")
+        False, "after every epoch, draw the model's mask of one validation photo into "
+        "previews/epoch_NNN.png in the run folder (in a notebook also under the training cell)",
+        more="without validation, a training photo; as the tutorial's DisplayCallback does")
 
     def __post_init__(self):
         errors = [*_check_fields(self)]
@@ -595,7 +602,20 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-SECTIONS = {"dataset": "data", "encoder_weights": "model", "batch_size": "training"}
+# The groups of the flags in --help and docs/options.md, in their order; a field joins the group
+# of the nearest field above it named in SECTIONS.
+GROUPS = ("data", "model", "training", "hardware", "output")
+SECTIONS = {"dataset": "data", "encoder_weights": "model", "batch_size": "training",
+            "strategy": "hardware", "seed": "training", "run_dir": "output"}
+
+
+def option_groups() -> dict:
+    """Each group's name -> its fields, in the order --help shows them."""
+    groups, group = {name: [] for name in GROUPS}, None
+    for field in dataclasses.fields(Config):
+        group = SECTIONS.get(field.name, group)
+        groups[group].append(field)
+    return groups
 
 
 def describe_value(value) -> str:
@@ -617,7 +637,8 @@ def option_help(field: dataclasses.Field) -> str:
         parts[0] += f" [{meta['unit']}]"
     if meta["choices"] is None and (meta["low"] is not None or meta["high"] is not None):
         parts.append(_range_text(meta))
-    parts.append(f"default: {describe_value(field.default)}")
+    if "(default:" not in meta["help"]:  # where the help says it, in words
+        parts.append(f"default: {describe_value(field.default)}")
     presets = [f"{name} {describe_value(values[field.name])}" for name, values in PRESETS.items()
                if field.name in values]
     if presets:
@@ -626,21 +647,19 @@ def option_help(field: dataclasses.Field) -> str:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Adds --preset, --config and one flag per Config field (default: not given), each with its
-    help from the field's option()."""
+    """Adds --preset, --config and one flag per Config field (default: not given) in its group
+    (GROUPS), each with its help from the field's option()."""
     parser.add_argument("--preset", default="tutorial", choices=list(PRESETS),
                         help="named starting configuration: " + "; ".join(
                             f"{name}: {PRESET_SUMMARIES[name]}" for name in PRESETS)
                         + " (default: tutorial)")
     parser.add_argument("--config", metavar="FILE",
                         help="YAML or JSON file of configuration keys (the flags' names with _), "
-                             "e.g. a run's config.json; applied over the preset")
+                             "e.g. a run's config.json; it overrides --preset, flags override "
+                             "it")
     hints = typing.get_type_hints(Config)
-    group = None
-    for field in dataclasses.fields(Config):
-        if field.name in SECTIONS:
-            group = parser.add_argument_group(
-                f"{SECTIONS[field.name]} (flags override --config, which overrides --preset)")
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    for group, field in [(groups[name], f) for name, fs in option_groups().items() for f in fs]:
         kind = hints[field.name]
         args = typing.get_args(kind)
         if type(None) in args:
@@ -684,24 +703,27 @@ def _override(values: dict, later: dict) -> None:
 def options_markdown() -> str:
     """docs/options.md: every training option, from the same source as --help."""
     lines = ["# Training options", "",
-             "Every option of `python -m unet_tf.train` (`unet-tf-train`), as `--help` gives it. "
+             "Every option of `python -m unet_tf.train` (`unet-tf-train`), as `--help` gives it, "
+             "some at more length, in the same groups. "
              "Each is also a key of a `--config` file (with `_` for `-`); flags override the file, "
              "which overrides the preset. Presets: "
              + "; ".join(f"`{name}`: {text}" for name, text in PRESET_SUMMARIES.items()) + ".",
              "", "Written by `python -m unet_tf.config > docs/options.md`; a test checks that it "
              "is current.", ""]
     table_head = ["| option | what it does | allowed | default | presets |", "|---|---|---|---|---|"]
-    for field in dataclasses.fields(Config):
-        meta = field.metadata
-        if field.name in SECTIONS:
-            lines += ["", f"## {SECTIONS[field.name].capitalize()}", "", *table_head]
-        allowed = (", ".join(f"`{c}`" for c in meta["choices"]) if meta["choices"]
-                   else _range_text(meta) or meta["unit"] or "")
-        presets = ", ".join(f"{name}: `{describe_value(values[field.name])}`"
-                            for name, values in PRESETS.items() if field.name in values)
-        text = meta["help"] + (f" [{meta['unit']}]" if meta["unit"] and meta["choices"] else "")
-        lines.append(f"| `{_flag(field.name)}` | {text} | {allowed} | "
-                     f"`{describe_value(field.default)}` | {presets} |")
+    for name, fields in option_groups().items():
+        lines += ["", f"## {name.capitalize()}", "", *table_head]
+        for field in fields:
+            meta = field.metadata
+            allowed = (", ".join(f"`{c}`" for c in meta["choices"]) if meta["choices"]
+                       else _range_text(meta) or meta["unit"] or "")
+            presets = ", ".join(f"{preset_name}: `{describe_value(values[field.name])}`"
+                                for preset_name, values in PRESETS.items()
+                                if field.name in values)
+            text = (meta["help"] + (f"; {meta['more']}" if meta["more"] else "")
+                    + (f" [{meta['unit']}]" if meta["unit"] and meta["choices"] else ""))
+            lines.append(f"| `{_flag(field.name)}` | {text} | {allowed} | "
+                         f"`{describe_value(field.default)}` | {presets} |")
     return "\n".join(lines) + "\n"
 
 

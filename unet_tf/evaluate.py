@@ -1,9 +1,10 @@
 r"""Measure a trained model on a split: Dice, IoU and pixel accuracy, per class and overall.
 
-    python -m unet_tf.evaluate --model runs/RUN/model.keras
+    python -m unet_tf.evaluate --model runs/RUN/model.keras --report
     python -m unet_tf.evaluate --model runs/RUN/model.keras \
-        --data-dir ../shared/data/oxford-pets-sample --split test --json test_metrics.json
-    python -m unet_tf.evaluate --model runs/RUN/model.keras --postprocess none
+        --data-dir data/oxford-iiit-pet --split test --json test_metrics.json --report
+    python -m unet_tf.evaluate --model runs/RUN/model.keras --split test --tta --worst 16
+    python -m unet_tf.evaluate --model runs/RUN/model.keras --full-resolution --postprocess none
 
 Without data flags it evaluates on the validation split of the run the model came from (its
 config.json). Masks are compared at the model's input size, as during training (with
@@ -19,8 +20,16 @@ validation metrics do). Reported:
   and IoU at dataset level, and their mean over images (an image with no pet, truly and
   predicted, scores 1).
 
-It prints a table, writes the JSON (--json, default <run>/evaluation_<split>.json) and a picture of
-the confusion matrix beside it.
+It prints a table and writes, beside the JSON (--json, default <run>/evaluation_<split>.json):
+
+- `<json name>_confusion.png`: the confusion matrix;
+- `<json name>_per_image.csv`: one row per image (file, size, Dice and IoU per class, objects vs
+  background Dice or the mean Dice, pixel accuracy): which photos fail;
+- `<json name>_worst.png`: the --worst N photos by that score (default 8): photo, truth,
+  prediction and a map of the errors (missed object, object where there is none, wrong class),
+  each titled with its file and score;
+- with `--report`, `<json name>_report.html`: all of it on one page that opens offline (the
+  per-image table sortable by any column, the learning curves of the model's run).
 """
 
 from __future__ import annotations
@@ -29,9 +38,9 @@ import re
 import sys
 from pathlib import Path
 
-from unet_tf import data, plots
+from unet_tf import data, report as report_page
 from unet_tf.inference import postprocess
-from unet_tf.cli import add_tta_argument, command_parser, run_command
+from unet_tf.cli import add_tta_argument, command_parser, non_negative_int, run_command
 from unet_tf.config import DATASETS, LABEL_MODES, ConfigError
 from unet_tf.evaluation import (
     chose_the_model,
@@ -52,25 +61,30 @@ def main(argv=None) -> int:
 def build_parser():
     """The command line of this command (every option with its help)."""
     parser = command_parser("unet_tf.evaluate", __doc__)
-    parser.add_argument("--model", required=True, help="a model.keras from a training run")
-    parser.add_argument("--dataset", choices=DATASETS,
-                        help="the data's source (default: the run's)")
-    parser.add_argument("--data-dir", help="a local oxford_iiit_pet copy or an images/+masks/ "
-                                           "folder (default: the run's)")
-    parser.add_argument("--labels", choices=LABEL_MODES, help="how masks map to classes "
-                                                              "(default: the run's)")
-    parser.add_argument("--classes", nargs="+", metavar="NAME",
-                        help="with --labels index: the class names in mask-value order")
-    parser.add_argument("--split", help="split to evaluate, e.g. test, train[80%%:] (default: the "
-                                        "run's validation data)")
-    postprocess.add_argument(parser)
-    add_tta_argument(parser)
-    parser.add_argument("--full-resolution", action="store_true",
-                        help="compare masks at each photo's own size, predicted as predict and "
-                             "the export do (always so for --resize none models; default: at the "
-                             "model's size, as training's validation)")
-    parser.add_argument("--json", help="a new file for the metrics, or an earlier report to "
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", required=True, help="a model.keras from a training run")
+    postprocess.add_argument(model)
+    add_tta_argument(model)
+    data = parser.add_argument_group("data", "default: the run's own, its validation part")
+    data.add_argument("--dataset", choices=DATASETS, help="the data's source")
+    data.add_argument("--data-dir", help="a local oxford_iiit_pet copy or an images/+masks/ folder")
+    data.add_argument("--labels", choices=LABEL_MODES, help="how masks map to classes")
+    data.add_argument("--classes", nargs="+", metavar="NAME",
+                      help="with --labels index: the class names in mask-value order")
+    data.add_argument("--split", help="split to evaluate, e.g. test, train[80%%:]")
+    data.add_argument("--full-resolution", action="store_true",
+                      help="compare masks at each photo's own size, predicted as predict and the "
+                           "export do (always so for --resize none models; default: at the "
+                           "model's size, as training's validation)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", help="a new file for the metrics, or an earlier report to "
                                        "replace (default: beside the model, named after the split)")
+    output.add_argument("--worst", type=non_negative_int, default=8, metavar="N",
+                        help="picture the N photos with the lowest score (default: %(default)s; "
+                             "0: none)")
+    output.add_argument("--report", action="store_true",
+                        help="also write <json name>_report.html: scores, confusion matrix, "
+                             "curves, the per-image table and the worst photos on one page")
     return parser
 
 
@@ -79,7 +93,7 @@ def _main(argv) -> int:
     args = parser.parse_args(argv)
     postprocess.check(args.postprocess)
     if args.json:  # before any work
-        check_report_file(Path(args.json), _picture(Path(args.json)))
+        check_report_file(Path(args.json), _outputs(Path(args.json)).values())
     model_path = Path(args.model)
     model, info = load_model_safely(model_path)
     config = evaluation_config(info, args.dataset, args.data_dir, args.labels, args.classes,
@@ -99,26 +113,34 @@ def _main(argv) -> int:
     slug = (re.sub(r"[^\w-]+", "_", split.name).strip("_") + "".join(f"_{s}" for s in steps)
             + ("_tta" if args.tta else "") + ("_full" if full else ""))
     json_path = Path(args.json) if args.json else model_path.with_name(f"evaluation_{slug}.json")
-    check_report_file(json_path, _picture(json_path))
+    outputs = _outputs(json_path)
+    check_report_file(json_path, outputs.values())
     print(data.summary(split, config.class_names))
-    report, cm, _ = evaluate_split(model, split, config.class_names, steps, args.tta, policy)
+    report, cm, predicted = evaluate_split(model, split, config.class_names, steps, args.tta,
+                                           policy)
     report["chose_the_model"] = chose_the_model(info.config, args.split)
     report = {"format": REPORT_FORMAT, **report, "resolution": "full" if full else "model",
               "policy": (policy or info.policy).to_dict(), "model": str(model_path),
               "dataset": config.dataset, "data_dir": config.data_dir,
               "confusion_matrix": cm.tolist(), "skipped": [list(s) for s in split.skipped]}
     make_folder(json_path.parent, "--json")
-    plots.plot_confusion(cm, config.class_names, _picture(json_path))
-    # The picture's checksum: a later evaluate replaces the picture only while it is this one.
-    report["picture_sha256"] = file_sha256(_picture(json_path))
+    written = report_page.write_evaluation_files(
+        outputs, report, cm, split, predicted, config.class_names, args.worst, args.report,
+        curves=model_path.with_name("curves.png"),  # the model's run, when it has one
+        title=f"{model_path.parent.name}: {report['split']}", config=info.config)
+    # The files' checksums: a later evaluate replaces them only while they are these.
+    report["files_sha256"] = {path.name: file_sha256(path) for path in written}
     write_json(json_path, report)
     print(format_report(report, config.class_names))
-    print(f"metrics: {json_path}\nconfusion matrix: {_picture(json_path)}")
+    print(f"metrics: {json_path}")
+    for path in written:
+        print(f"{report_page.FILES[path.name[len(json_path.stem) + 1:]]}: {path}")
     return 0
 
 
-def _picture(json_path: Path) -> Path:
-    return json_path.with_name(json_path.stem + "_confusion.png")
+def _outputs(json_path: Path) -> dict:
+    """The files evaluate writes beside `json_path`, by kind."""
+    return {kind: json_path.with_name(f"{json_path.stem}_{kind}") for kind in report_page.FILES}
 
 
 if __name__ == "__main__":

@@ -140,6 +140,34 @@ def photo_score(true_mask, predicted_mask, class_names) -> tuple:
     return "mean Dice", metrics.scores_from_confusion(cm, class_names)["mean_dice"] or 0.0
 
 
+def score_column(class_names) -> str:
+    """The per-image column that ranks photos (`photo_score`): the objects' Dice against
+    background where the classes have a background, else the mean Dice over the classes."""
+    return "foreground_dice" if "background" in class_names else "mean_dice"
+
+
+def per_image_scores(names, true_masks, predicted_masks, class_names) -> list:
+    """One row per image (a dict, in split order): file, height, width, Dice and IoU of every
+    class (None where the class is neither true nor predicted in the image), the score that ranks
+    photos (`score_column`: objects vs background Dice, or the mean Dice) and pixel accuracy."""
+    rows = []
+    for name, true, predicted in zip(names, true_masks, predicted_masks):
+        true, predicted = np.asarray(true), np.asarray(predicted)
+        scores = metrics.scores_from_confusion(
+            metrics.confusion_matrix(true, predicted, len(class_names)), class_names)
+        rows.append({"file": name, "height": int(true.shape[0]), "width": int(true.shape[1]),
+                     **{f"dice_{c}": scores["dice"][c] for c in class_names},
+                     **{f"iou_{c}": scores["iou"][c] for c in class_names},
+                     score_column(class_names): photo_score(true, predicted, class_names)[1],
+                     "pixel_accuracy": scores["pixel_accuracy"]})
+    return rows
+
+
+def worst_first(rows: list, count: int, column: str) -> list:
+    """The indices of the `count` rows lowest in `column`, lowest first (ties in file order)."""
+    return sorted(range(len(rows)), key=lambda i: (rows[i][column], i))[:count]
+
+
 def format_report(report: dict, class_names) -> str:
     rows = [f"{report['split']}: {report['examples']} examples"
             + (f", post-processing {'+'.join(report['postprocess'])}" if report["postprocess"] else "")

@@ -1,7 +1,7 @@
 r"""Export a trained model as a TF SavedModel that takes raw pixels (and optionally TFLite).
 
-    python -m unet_tf.export --model runs/RUN/model.keras --out exports/pets
-    python -m unet_tf.export --model runs/RUN/model.keras --out exports/pets --tflite --quantize
+    python -m unet_tf.export --model runs/RUN/model.keras --out exports/pets --tta
+    python -m unet_tf.export --model runs/RUN/model.keras --out exports/lite --tflite --quantize
     saved_model_cli show --dir exports/pets --all
 
 The SavedModel's signatures put the preprocessing inside the graph, so a client sends pixels and
@@ -16,9 +16,10 @@ both returning `mask` (int32 [batch, height, width], class indices) and `probabi
 the input's size before the argmax. With `--tta` the U-Net also sees each photo's mirror image and
 the two probability maps are averaged (what `evaluate --tta` measures).
 
-`metadata.json` beside it records the class names in output order, the input size, the label mode,
-the training configuration and the validation metrics. `--tflite` adds `model.tflite` (float32
-input [1, S, S, 3] in [0, 1], output logits [1, S, S, classes]: resize and scale on the device);
+`metadata.json` beside it records the class names in output order (with the colours of predict's
+masks), the input size, the label mode, the training configuration and the validation metrics.
+`--tflite` adds `model.tflite` (float32 input [1, S, S, 3] in [0, 1], output logits
+[1, S, S, classes]: resize and scale on the device);
 `--quantize` also writes `model_quantized.tflite` (dynamic-range int8 weights).
 """
 
@@ -35,7 +36,7 @@ import keras
 import tensorflow as tf
 
 import unet_tf  # noqa: F401  (registers the custom losses and metrics for loading)
-from unet_tf import serving
+from unet_tf import plots, serving
 from unet_tf.cli import command_parser, positive_int, run_command
 from unet_tf.images import MAX_PIXELS
 from unet_tf.model import all_layers
@@ -73,6 +74,7 @@ def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool =
         metadata = {
             "format": EXPORT_FORMAT,
             "class_names": list(info.class_names),
+            "classes": plots.classes_table(info.class_names),  # predict's classes.json, colours
             "input_size": info.input_size,
             "labels": info.labels,
             "tta": tta,
@@ -158,23 +160,25 @@ def main(argv=None) -> int:
 def build_parser():
     """The command line of this command (every option with its help)."""
     parser = command_parser("unet_tf.export", __doc__)
-    parser.add_argument("--model", required=True, help="a model.keras from a training run")
-    parser.add_argument("--out", required=True,
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", required=True, help="a model.keras from a training run")
+    model.add_argument("--tta", action="store_true",
+                       help="flip test-time augmentation inside both signatures: each photo's "
+                            "and its mirror image's class probabilities averaged, as evaluate "
+                            "--tta measures (twice the work per photo; TFLite stays the bare "
+                            "model)")
+    model.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
+                       help="the signatures refuse images above this many pixels (recorded in "
+                            "metadata.json; default: %(default)s)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", required=True,
                         help="the SavedModel folder to write: new or empty (or an earlier export, "
                              "with --force)")
-    parser.add_argument("--force", action="store_true",
+    output.add_argument("--force", action="store_true",
                         help="replace an earlier export at --out (never other files)")
-    parser.add_argument("--tflite", action="store_true", help="also write model.tflite (float32)")
-    parser.add_argument("--quantize", action="store_true",
+    output.add_argument("--tflite", action="store_true", help="also write model.tflite (float32)")
+    output.add_argument("--quantize", action="store_true",
                         help="with --tflite: also write model_quantized.tflite (dynamic range)")
-    parser.add_argument("--tta", action="store_true",
-                        help="flip test-time augmentation inside both signatures: each photo's "
-                             "and its mirror image's class probabilities averaged, as evaluate "
-                             "--tta measures (twice the work per photo; TFLite stays the bare "
-                             "model)")
-    parser.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
-                        help="the signatures refuse images above this many pixels (recorded in "
-                             "metadata.json; default: %(default)s)")
     return parser
 
 

@@ -138,7 +138,12 @@ def read_label_mask(path, colors=None, max_pixels: int = MAX_PIXELS) -> tuple:
     return _label_map(image, path), None
 
 
-def write_png(path, array: np.ndarray) -> None:
-    """Writes through a temporary file: a failure never leaves half a picture at `path`."""
+def write_png(path, array: np.ndarray, palette: np.ndarray | None = None) -> None:
+    """Writes through a temporary file: a failure never leaves half a picture at `path`. With
+    `palette` (uint8 [C, 3]), `array` is a label map saved as a palette PNG: its pixel values stay
+    the labels (what programs read), viewers show each label in its palette colour."""
+    image = Image.fromarray(np.asarray(array, dtype=np.uint8))
+    if palette is not None:
+        image.putpalette(np.asarray(palette, np.uint8).reshape(-1).tobytes())  # "L" becomes "P"
     with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")
+        image.save(tmp, format="PNG")

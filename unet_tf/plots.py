@@ -79,6 +79,106 @@ def _color_table(class_names, mask) -> np.ndarray:
     return colors
 
 
+def mask_palette(class_names, mask=None) -> np.ndarray:
+    """The palette of a saved mask, uint8 [C, 3]: each class in its overlay colour, the class
+    named "background" black (labels past the named classes in `mask` get colours of their own)."""
+    colors = _color_table(class_names, np.zeros(0, np.uint8) if mask is None else mask).copy()
+    colors[[i for i, name in enumerate(class_names) if name == BACKGROUND]] = 0
+    return colors
+
+
+def classes_table(class_names) -> list:
+    """[{"index", "name", "color"}] per class, the colour as "#rrggbb" (`mask_palette`'s): what
+    classes.json and an export's metadata.json record, so that any program draws the same."""
+    return [{"index": i, "name": name, "color": "#{:02x}{:02x}{:02x}".format(*color)}
+            for i, (name, color) in enumerate(zip(class_names, mask_palette(class_names)))]
+
+
+def legend_strip(class_names, width: int) -> np.ndarray:
+    """A strip, uint8 [h, width, 3], naming the colour of every class but the background (which
+    overlays leave untinted), wrapped onto as many lines as `width` needs."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    size = int(np.clip(width // 40, 10, 18))
+    try:
+        font = ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: its small bitmap font
+        font = ImageFont.load_default()
+    items = [(name, tuple(int(c) for c in color))
+             for name, color in zip(class_names, class_colors(class_names)) if name != BACKGROUND]
+    pad, box = max(2, size // 3), size
+    lines, x = [[]], pad
+    for name, color in items:  # lay out left to right, a new line where the next would not fit
+        step = box + pad + int(np.ceil(font.getlength(name))) + 2 * pad
+        if lines[-1] and x + step > width:
+            lines.append([])
+            x = pad
+        lines[-1].append((x, name, color))
+        x += step
+    height = len(lines) * (box + pad) + pad
+    strip = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for row, line in enumerate(lines):
+        y = pad + row * (box + pad)
+        for x, name, color in line:
+            draw.rectangle([x, y, x + box - 1, y + box - 1], fill=color, outline=(0, 0, 0))
+            draw.text((x + box + pad, y + box // 2), name, fill=(0, 0, 0), font=font, anchor="lm")
+    return np.asarray(strip)
+
+
+def overlay_with_legend(image: np.ndarray, mask: np.ndarray, class_names) -> np.ndarray:
+    """`overlay` with `legend_strip` underneath: what predict writes as <stem>_overlay.png."""
+    tinted = overlay(image, mask, class_names)
+    return np.concatenate([tinted, legend_strip(class_names, tinted.shape[1])])
+
+
+# The error map's colours: missed objects, objects where there are none, one object class taken
+# for another. Chosen apart from each other on a grey photo, not from the class colours.
+MISSED = np.array([0, 170, 255], np.uint8)         # false negative: blue
+FALSE_OBJECT = np.array([255, 40, 200], np.uint8)  # false positive: magenta
+WRONG_CLASS = np.array([255, 200, 0], np.uint8)    # an object class for another: amber
+
+
+def error_map(image: np.ndarray, true_mask: np.ndarray, predicted_mask: np.ndarray,
+              class_names) -> np.ndarray:
+    """The photo in dimmed grey with its wrong pixels coloured, uint8 [H, W, 3]: an object missed
+    (truth an object, predicted background) in `MISSED`, an object where there is none in
+    `FALSE_OBJECT`, one object class predicted for another in `WRONG_CLASS`. Without a class named
+    "background" every wrong pixel is `WRONG_CLASS`."""
+    grey = np.asarray(image, np.float32).mean(axis=-1, keepdims=True) * 0.55 + 40
+    picture = np.repeat(np.clip(grey, 0, 255), 3, axis=-1).astype(np.uint8)
+    true_mask, predicted_mask = np.asarray(true_mask), np.asarray(predicted_mask)
+    wrong = true_mask != predicted_mask
+    picture[wrong] = WRONG_CLASS
+    if BACKGROUND in class_names:
+        background = list(class_names).index(BACKGROUND)
+        picture[wrong & (predicted_mask == background)] = MISSED
+        picture[wrong & (true_mask == background)] = FALSE_OBJECT
+    return picture
+
+
+def error_legend() -> list:
+    """The legend entries of `error_map`."""
+    return [Patch(color=MISSED / 255, label="missed (false negative)"),
+            Patch(color=FALSE_OBJECT / 255, label="object where there is none (false positive)"),
+            Patch(color=WRONG_CLASS / 255, label="wrong object class")]
+
+
+def worst_figure(images, true_masks, predicted_masks, class_names, titles) -> Figure:
+    """Rows of photo / true mask / predicted mask / error map, each row titled (`titles`: the
+    file and its score), with the class colours and the error colours in the legend."""
+    rows = [(image, colorize(true, class_names), colorize(predicted, class_names),
+             error_map(image, true, predicted, class_names))
+            for image, true, predicted in zip(images, true_masks, predicted_masks)]
+    names = [(title, "true mask", "predicted mask", "errors") for title in titles]
+    return panels_figure(rows, names, class_names, extra_legend=error_legend())
+
+
+def plot_worst(images, true_masks, predicted_masks, class_names, titles, path) -> None:
+    """`worst_figure`, saved to `path`."""
+    _save(worst_figure(images, true_masks, predicted_masks, class_names, titles), path, dpi=80)
+
+
 def colorize(mask: np.ndarray, class_names=None) -> np.ndarray:
     """A class-index mask [H, W] as RGB uint8 [H, W, 3], in the colours of `class_colors`.
     Without `class_names` the classes count as unnamed (all bright): pass the names, so that the
@@ -118,23 +218,40 @@ def _save(fig, path, dpi) -> None:
         fig.savefig(tmp, dpi=dpi)
 
 
-def plot_curves(history: dict, path, best: int | None = None, averaged=None) -> None:
+# The note on the curves, and in the summary, of a run whose best epoch is its last.
+STILL_IMPROVING = "still improving: more epochs may help"
+
+
+def plot_curves(history: dict, path, best: int | None = None, averaged=None,
+                class_names=None) -> None:
     """`curves_figure`, saved to `path`."""
-    _save(curves_figure(history, best, averaged), path, dpi=100)
+    _save(curves_figure(history, best, averaged, class_names), path, dpi=100)
 
 
-def curves_figure(history: dict, best: int | None = None, averaged=None) -> Figure:
-    """Loss and mean Dice per epoch, train and validation, with the `best` epoch (from 1) marked,
-    and `averaged` = (first, last), the epochs whose weights were averaged, shaded. Epochs are
-    whole numbers on the axis."""
+def curves_figure(history: dict, best: int | None = None, averaged=None,
+                  class_names=None) -> Figure:
+    """Loss, mean Dice and each class's Dice per epoch, with the `best` epoch (from 1) marked,
+    and `averaged` = (first, last), the epochs whose weights were averaged, shaded. Loss and mean
+    Dice show train and validation; the classes' panel shows validation (train without one), in
+    the order and colours of `class_names` when given. When the best epoch is the last one, a
+    note says that training was still improving. Epochs are whole numbers on the axis."""
     epochs = np.arange(1, len(history["loss"]) + 1)
-    fig = Figure(figsize=(11, 4))
-    axes = fig.subplots(1, 2)
-    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "dice", "mean Dice")):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            if prefix + key in history:
-                ax.plot(epochs, history[prefix + key], style, marker="o", markersize=3,
-                        label=("validation" if prefix else "train"))
+    prefix, which, names = _class_dice_columns(history, class_names)
+    panels = [("loss", "loss"), ("dice", "mean Dice")]
+    if names:
+        panels.append(("per class", f"Dice per class ({which})"))
+    fig = Figure(figsize=(5.5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels))
+    colors = ({name: color / 255 for name, color in zip(class_names, class_colors(class_names))}
+              if class_names is not None else {})
+    for ax, (key, title) in zip(axes, panels):
+        if key == "per class":
+            lines = [(history[prefix + name], "-", name, colors.get(name)) for name in names]
+        else:
+            lines = [(history[split + key], style, "validation" if split else "train", None)
+                     for split, style in (("", "-"), ("val_", "--")) if split + key in history]
+        for values, style, label, color in lines:
+            ax.plot(epochs, values, style, marker="o", markersize=3, label=label, color=color)
         if best:
             ax.axvline(best, color="grey", linestyle=":", label=f"best epoch ({best})")
         if averaged:
@@ -148,13 +265,28 @@ def curves_figure(history: dict, best: int | None = None, averaged=None) -> Figu
         ax.legend()
     if best and "val_dice" in history:
         axes[1].set_title(f"mean Dice (best validation {history['val_dice'][best - 1]:.3f})")
+    if best and best == len(epochs):
+        fig.suptitle(f"the best epoch is the last one: {STILL_IMPROVING}", color="tab:red")
     fig.tight_layout()
     return fig
 
 
-def panels_figure(rows, titles, class_names) -> Figure:
+def _class_dice_columns(history: dict, class_names=None) -> tuple:
+    """(column prefix, "validation" or "train", class names) of the per-class Dice in `history`:
+    validation's when it has them, else training's; the classes in `class_names`' order when
+    given, else in the history's. No names: the history has no per-class Dice."""
+    for prefix, which in (("val_dice_", "validation"), ("dice_", "train")):
+        found = [key[len(prefix):] for key in history if key.startswith(prefix)]
+        if found:
+            order = list(class_names or ())
+            return prefix, which, sorted(found, key=lambda name: (
+                order.index(name) if name in order else len(order)))
+    return None, None, []
+
+
+def panels_figure(rows, titles, class_names, extra_legend=()) -> Figure:
     """A figure of rows of RGB pictures side by side, each with its title (`titles`: one list
-    per row), and a legend of the class colours underneath."""
+    per row), and a legend of the class colours (and `extra_legend`'s patches) underneath."""
     fig = Figure(figsize=(3 * max(len(row) for row in rows), 3 * len(rows)))
     axes = fig.subplots(len(rows), max(len(row) for row in rows), squeeze=False)
     for row_axes, row, row_titles in zip(axes, rows, titles):
@@ -165,7 +297,9 @@ def panels_figure(rows, titles, class_names) -> Figure:
             ax.axis("off")
     handles = [Patch(color=color / 255, label=name)
                for color, name in zip(class_colors(class_names), class_names)]
-    fig.legend(handles=handles, loc="lower center", ncol=len(class_names))
+    handles += list(extra_legend)
+    fig.legend(handles=handles, loc="lower center",
+               ncol=min(len(handles), max(len(row) for row in rows) + 1), fontsize=8)
     fig.tight_layout(rect=(0, 0.1 / len(rows) ** 0.5, 1, 1))
     return fig
 

@@ -1,15 +1,18 @@
 r"""Segment photographs with a trained model or an exported SavedModel.
 
-    python -m unet_tf.predict --model runs/RUN/model.keras --out predictions photo.jpg
-    python -m unet_tf.predict --model exports/pets --out predictions photos/ more.png
+    python -m unet_tf.predict --model runs/RUN/model.keras --out predictions photos/ another.jpg
     python -m unet_tf.predict --model runs/RUN/model.keras --out predictions --postprocess largest,fill photos/
     python -m unet_tf.predict --model exports/pets --out predictions --tta photos/
 
 For every input image (JPEG incl. CMYK and grayscale, PNG incl. RGBA, palette and 16-bit, GIF's
 first frame, BMP, TIFF, WebP; any size) it writes into --out:
 
-- `<stem>_mask.png`: the class index of every pixel (0, 1, ...) at the photo's own resolution;
-- `<stem>_overlay.png`: the photo with the predicted classes tinted (background left as is).
+- `<stem>_mask.png`: the class index of every pixel (0, 1, ...) at the photo's own resolution,
+  as a palette PNG: programs read the indices, viewers show each class in its colour (background
+  black);
+- `<stem>_overlay.png`: the photo with the predicted classes tinted (background left as is), a
+  legend of the colours underneath;
+- `classes.json`: every class's index, name and colour (#rrggbb), as the masks' palette has them.
 
 Masks of a model trained on oxford_iiit_pet keep only the largest pet and have their holes filled
 (`--postprocess auto`, the default; `--postprocess none` writes the model's raw masks). `--tta`
@@ -34,11 +37,15 @@ import tensorflow as tf
 
 from unet_tf import images as image_io
 from unet_tf import plots
+from unet_tf.files import write_json
 from unet_tf.cli import add_tta_argument, command_parser, positive_int, run_command
 from unet_tf.inference import mirror_mean, postprocess, segment
 from unet_tf.progress import progress as report_progress
 from unet_tf.run.model_file import ModelFileError, check_keras_file, load_model_safely
 from unet_tf.run.outputs import is_export, prepare_predictions_folder
+
+
+CLASSES = "classes.json"  # beside the masks: index, name and colour of every class
 
 
 class Segmenter:
@@ -155,14 +162,16 @@ def predict_files(segmenter: Segmenter, files, out: Path, steps=(), max_pixels=i
     """Writes masks and overlays into `out` (made ready with outputs.prepare_predictions_folder);
     returns (path, message naming it) for the files that failed, the others still done."""
     failures = []
+    write_json(out / CLASSES, {"classes": plots.classes_table(segmenter.class_names)})
     pairs = list(zip(files, output_names(files, out)))
     for path, (mask_path, overlay_path) in (report_progress(pairs, "predict", unit="img")
                                             if progress and len(files) > 1 else pairs):
         try:
             image = image_io.read_image(path, max_pixels=max_pixels)
             mask = postprocess.postprocess(segmenter(image), segmenter.class_names, steps)
-            image_io.write_png(mask_path, mask)
-            image_io.write_png(overlay_path, plots.overlay(image, mask, segmenter.class_names))
+            image_io.write_png(mask_path, mask, plots.mask_palette(segmenter.class_names, mask))
+            image_io.write_png(overlay_path,
+                               plots.overlay_with_legend(image, mask, segmenter.class_names))
         except image_io.ImageReadError as error:
             failures.append((path, str(error)))
         except OSError as error:  # the output could not be written: this file fails, not the rest
@@ -178,19 +187,22 @@ def main(argv=None) -> int:
 def build_parser():
     """The command line of this command (every option with its help)."""
     parser = command_parser("unet_tf.predict", __doc__)
-    parser.add_argument("--model", required=True,
-                        help="a model.keras or an exported SavedModel folder")
-    parser.add_argument("--out", required=True,
+    data = parser.add_argument_group("data")
+    data.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
+                      help="photos, and folders whose image files (not their subfolders') to "
+                           "segment")
+    data.add_argument("--max-pixels", type=positive_int, default=image_io.MAX_PIXELS,
+                      help="refuse images above this many pixels, before decoding them "
+                           "(default: %(default)s; memory grows with the photo, see the README)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", required=True,
+                       help="a model.keras or an exported SavedModel folder")
+    add_tta_argument(model)
+    postprocess.add_argument(model)
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", required=True,
                         help="folder for the masks and overlays: new or empty, or one predict "
                              "wrote before")
-    postprocess.add_argument(parser)
-    add_tta_argument(parser)
-    parser.add_argument("--max-pixels", type=positive_int, default=image_io.MAX_PIXELS,
-                        help="refuse images above this many pixels, before decoding them "
-                             "(default: %(default)s; memory grows with the photo, see the README)")
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
-                        help="photos, and folders whose image files (not their subfolders') to "
-                             "segment")
     return parser
 
 
@@ -206,7 +218,7 @@ def _main(argv) -> int:
     failures = problems + predict_files(segmenter, files, out, steps, args.max_pixels)
     done = len(files) - (len(failures) - len(problems))
     print(f"{done} of {len(files)} images segmented into {out}/ (<stem>_mask.png, "
-          f"<stem>_overlay.png; classes {', '.join(segmenter.class_names)}; post-processing "
+          f"<stem>_overlay.png, {CLASSES}; classes {', '.join(segmenter.class_names)}; post-processing "
           f"{','.join(steps) or 'none'}{'; flip test-time augmentation' if args.tta else ''})")
     for _, reason in failures:
         print(f"failed: {reason}", file=sys.stderr)

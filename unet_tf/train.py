@@ -3,24 +3,29 @@ r"""Train the U-Net and leave a run folder with the best model, its history, cur
     # offline, in minutes on a CPU: synthetic pets
     python -m unet_tf.train --preset quickstart
 
-    # the real photographs of a local copy (here the 400-image sample), from scratch
-    python -m unet_tf.train --data-dir ../shared/data/oxford-pets-sample --encoder-weights none \
-        --image-size 128 --batch-size 16 --epochs 15
+    # the tutorial's recipe (downloads oxford_iiit_pet and the ImageNet weights; a GPU helps)
+    python -m unet_tf.train --preset tutorial
 
-    # the tutorial's recipe on oxford_iiit_pet (downloads the data and ImageNet weights; a GPU helps)
-    python -m unet_tf.train
+    # from random weights on a local copy of Oxford-IIIT Pet (its images/ and annotations/):
+    # check the recipe on a held-out part, then train the final model on every training photo
+    python -m unet_tf.train --preset small-data --data-dir data/oxford-iiit-pet
+    python -m unet_tf.train --preset small-data --data-dir data/oxford-iiit-pet --val-split none
 
-    # your own images/ and masks/ (0/255 masks), a fifth held out for validation
-    python -m unet_tf.train --dataset folder --data-dir my_data --labels binary \
-        --validation-fraction 0.2 --encoder-weights none
+    # your own images/ and masks/ (0/255 or 0/1 masks); first only what the run will do
+    python -m unet_tf.train --preset own-data --data-dir my_data --labels binary --dry-run
+    python -m unet_tf.train --preset own-data --data-dir my_data --labels binary
+    python -m unet_tf.train --preset own-data --data-dir my_data --labels index \
+        --classes background road building
 
-The run folder (`--run-dir`, or a new folder under runs/) ends with config.json, history.csv,
-model.keras (the best epoch by validation mean Dice), curves.png, predictions.png, metrics.json and
-TensorBoard logs in logs/. With --average-weights (on in the small-data preset) model.keras is the
-mean of the weights of the best epoch and of the epochs after it, and best_epoch.keras keeps the
-best epoch. With --val-split none nothing is held out (not even --validation-fraction): every epoch
-runs, model.keras is the last epoch (or the mean of the last quarter of the epochs) and is written
-when training ends; for the final model of a recipe already chosen on a validation part.
+    # continue a run that was killed or interrupted
+    python -m unet_tf.train --resume runs/RUN
+
+The run folder (`--run-dir`, or a new folder under runs/) ends with config.json, plan.json,
+history.csv, model.keras (the best epoch by validation mean Dice; see --average-weights and
+--val-split), curves.png, predictions.png, metrics.json, report.html with per_image.csv,
+worst.png and confusion.png (the validation photos one by one, as `evaluate --report` writes
+them), train.log (everything the run printed, a line per epoch; appended to by --resume) and
+TensorBoard logs in logs/. Every option at more length: docs/options.md.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from unet_tf import averaging, data, plots
+from unet_tf import report as report_page
 from unet_tf.cli import command_parser, run_command
 from unet_tf.config import Config, ConfigError, add_config_flags, config_from_args
 from unet_tf.data import streaming
@@ -46,10 +52,11 @@ from unet_tf.distribute import (
     shard_by_data,
 )
 from unet_tf.data import Policy
-from unet_tf.evaluation import evaluate_split
+from unet_tf.evaluation import evaluate_split, per_image_scores, score_column
 from unet_tf.inference import predict_masks
 from unet_tf.model import set_encoder_trainable
 from unet_tf.previews import EpochPreview
+from unet_tf.run.log import HistoryLogger, TrainLog
 from unet_tf.run.resume import EpochState, ResumableEarlyStopping, truncate_history
 from unet_tf.plan import Plan, make_plan, measure_step_seconds
 from unet_tf.run import (
@@ -59,6 +66,7 @@ from unet_tf.run import (
     METRICS,
     MODEL,
     PLAN,
+    TRAIN_LOG,
     Run,
     best_epoch,
     check_new_run_dir,
@@ -78,6 +86,7 @@ from unet_tf.training import (
 
 MONITOR = "val_dice"  # early stopping and checkpointing follow validation mean Dice
 PREDICTION_EXAMPLES = 6
+WORST_EXAMPLES = 8  # the validation photos with the lowest scores, in worst.png and report.html
 DIVERGED_ADVICE = "Lower --learning-rate (e.g. by 10x) and check the data."
 
 
@@ -86,7 +95,8 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     """Trains as `config` says and returns the run folder.
 
     Every automatic choice is made first, by `plan.make_plan`, printed, and saved as plan.json in
-    the run folder; a resumed run obeys its saved plan.
+    the run folder; a resumed run obeys its saved plan. Everything printed meanwhile is also kept
+    in the run folder's train.log (appended to by a resumed run).
 
     Args:
         config: Config. What to train and how.
@@ -101,6 +111,13 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
             still written when an epoch had completed).
     """
     verbose = _progress_verbosity() if verbose is None else verbose
+    with TrainLog() as log:
+        return _train(config, run_dir, verbose, callbacks, resume, splits, log)
+
+
+def _train(config: Config, run_dir, verbose, callbacks, resume: bool, splits, log: TrainLog
+           ) -> Path:
+    """`train`, printing into `log` (opened in the run folder as soon as there is one)."""
     if not resume and is_chief():
         check_new_run_dir(str(run_dir or config.run_dir))  # before any download
     if splits is None:
@@ -112,6 +129,7 @@ def train(config: Config, run_dir: str | Path | None = None, verbose=None, callb
     config = plan.config
     print(plan.block())
     with open_run(config, run_dir, resume) as run:
+        log.open(run.path, resumed_after=run.state.epochs_completed if run.resumed else None)
         print(f"{'resuming' if run.resumed else 'run folder:'} {run.path}"
               + (f" after epoch {run.state.epochs_completed}" if run.resumed else ""))
         plan.save(run.path / PLAN)
@@ -246,7 +264,7 @@ class Callbacks:
             StopOnDivergence(),  # at the first bad batch: the epoch never reaches the files
             *checkpoint,
             *stateful,
-            keras.callbacks.CSVLogger(run.path / HISTORY, append=True),
+            HistoryLogger(run.path / HISTORY, append=True),  # epochs from 1
             keras.callbacks.TensorBoard(run.path / "logs"),
         ]
         return cls(early_stopping, averager, EpochState(run.path, run.state, stateful), callbacks)
@@ -408,18 +426,27 @@ def write_reports(model, run: Path, config: Config, val_split, history: dict, be
                   seconds: float, averaged: dict | None = None) -> dict:
     """Evaluates the final model on validation and writes metrics.json, curves and predictions.
     `averaged`: how the weights were averaged, when they were."""
-    scores, _, predicted = evaluate_split(model, val_split, config.class_names,
-                                          policy=validation_policy(config))
+    scores, cm, predicted = evaluate_split(model, val_split, config.class_names,
+                                           policy=validation_policy(config))
     report = {**scores, "best_epoch": best, "epochs_run": len(history["loss"]),
               "training_seconds": round(seconds, 1),
               **({"averaged_weights": averaged} if averaged else {})}
     write_json(run / METRICS, report)
-    plots.plot_curves(history, run / "curves.png", best, averaged and averaged["epochs"])
+    plots.plot_curves(history, run / "curves.png", best, averaged and averaged["epochs"],
+                      config.class_names)
     picks = _spread(len(val_split), PREDICTION_EXAMPLES)
+    rows = per_image_scores(val_split.names, val_split.masks, predicted, config.class_names)
+    column = score_column(config.class_names)
     plots.plot_predictions([val_split.images[i] for i in picks],
                            [val_split.masks[i] for i in picks], [predicted[i] for i in picks],
                            config.class_names, run / "predictions.png",
-                           titles=[val_split.names[i] for i in picks])
+                           titles=[f"{rows[i]['file']}\n{column} {rows[i][column]:.3f}"
+                                   for i in picks])
+    # The validation photos one by one, the worst of them, and all of it on one page.
+    report_page.write_evaluation_files(
+        {kind: run / kind for kind in report_page.FILES}, scores, cm, val_split, predicted,
+        config.class_names, WORST_EXAMPLES, curves=run / "curves.png",
+        title=f"{run.name}: validation", config=config.to_dict(), rows=rows)
 
     per_class = ", ".join(f"{name} {value:.3f}" for name, value in scores["dice"].items()
                           if value is not None)
@@ -429,7 +456,9 @@ def write_reports(model, run: Path, config: Config, val_split, history: dict, be
     print(f"\n{which}, {len(history['loss'])} epochs ({seconds:.0f} s): validation "
           f"mean Dice {scores['mean_dice']:.3f} ({per_class}), mean IoU {scores['mean_iou']:.3f}, "
           f"pixel accuracy {scores['pixel_accuracy']:.3f}")
-    _list_files(run, [MODEL, *([BEST_EPOCH] if averaged else [])])
+    if best == len(history["loss"]):
+        print(f"the best epoch is the last one: {plots.STILL_IMPROVING}")
+    _list_files(run, [MODEL, *([BEST_EPOCH] if averaged else [])], list(report_page.FILES))
     return report
 
 
@@ -441,7 +470,8 @@ def write_unvalidated_reports(model, run: Path, config: Config, train_split, his
               "training_seconds": round(seconds, 1),
               **({"averaged_weights": averaged} if averaged else {})}
     write_json(run / METRICS, report)
-    plots.plot_curves(history, run / "curves.png", None, averaged and averaged["epochs"])
+    plots.plot_curves(history, run / "curves.png", None, averaged and averaged["epochs"],
+                      config.class_names)
     names, images, masks = _some_examples(train_split, config, PREDICTION_EXAMPLES)
     native = Policy.from_config(config).native  # photos of any sizes, else at the model's size
     predicted = predict_masks(model, images if native else np.stack(images),
@@ -482,10 +512,10 @@ def _spread(length: int, count: int) -> np.ndarray:
     return np.linspace(0, length - 1, min(count, length)).astype(int)
 
 
-def _list_files(run: Path, models: list) -> None:
+def _list_files(run: Path, models: list, reports=()) -> None:
     print(f"run folder: {run}")
     for name in (*models, "config.json", HISTORY, METRICS, "curves.png", "predictions.png",
-                 "logs"):
+                 *reports, TRAIN_LOG, "logs"):
         print(f"  {run / name}")
 
 
@@ -496,6 +526,7 @@ def main(argv=None) -> int:
 def build_parser():
     """The command line of this command (every option with its help)."""
     parser = command_parser("unet_tf.train", __doc__)
+    parser.usage = "%(prog)s [--preset NAME] [--config FILE] [OPTION ...]"  # all of them below
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run from its last completed epoch (its "
                              "config.json decides everything else)")

@@ -37,9 +37,10 @@ MODEL = "model.keras"
 BEST_EPOCH = "best_epoch.keras"  # with --average-weights: the best epoch beside the average
 HISTORY = "history.csv"
 METRICS = "metrics.json"
+TRAIN_LOG = "train.log"  # what the run printed (unet_tf.run.log)
 LOCK = ".lock"
 # What a run writes before its first epoch is saved (removed when it starts again).
-STARTED = (CONFIG, PLAN, HISTORY, "logs", "cache", "resume", "previews", LOCK)
+STARTED = (CONFIG, PLAN, HISTORY, TRAIN_LOG, "logs", "cache", "resume", "previews", LOCK)
 
 try:
     import fcntl

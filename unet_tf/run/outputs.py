@@ -68,26 +68,38 @@ def check_export_folder(out: Path, force: bool = False) -> None:
                           "folder (--force replaces only an earlier export)")
 
 
-def check_report_file(path: Path, picture: Path | None = None,
-                      kind: str = REPORT_FORMAT) -> None:
-    """Refuses a `--json` path (and the picture beside it) unless both are new or an earlier
-    report of this `kind` (its "format")."""
+def check_report_file(path: Path, pictures=(), kind: str = REPORT_FORMAT) -> None:
+    """Refuses a `--json` path (and the files written beside it, `pictures`) unless each is new or
+    what an earlier report of this `kind` (its "format") wrote there: the report records each
+    file's checksum (`files_sha256`), so a file changed or put there since is never replaced."""
     path = Path(path)
     _check_parent(path, "--json")
     if path.is_dir():
         raise OutputPathError(f"--json {path} is a folder; give a file name, e.g. {path}/report.json")
-    ours = path.is_file() and (_read_json(path) or {}).get("format") == kind
+    earlier = _read_json(path) if path.is_file() else None
+    ours = isinstance(earlier, dict) and earlier.get("format") == kind
     if path.exists() and not ours:
         raise OutputPathError(f"--json {path} exists and is not an earlier {kind} report; give a "
                               "new file name")
-    if picture is None or not Path(picture).exists():
-        return
-    written = (ours and Path(picture).is_file() and Path(picture).stat().st_size < 2**26
-               and (_read_json(path) or {}).get("picture_sha256") == file_sha256(picture))
-    if not written:
-        raise OutputPathError(f"{picture} exists and is not the picture an earlier evaluate "
-                              f"wrote there (the confusion-matrix picture of --json {path} would "
-                              "replace it); give another --json name")
+    for picture in [pictures] if isinstance(pictures, (str, Path)) else pictures:
+        picture = Path(picture)
+        if not picture.exists():
+            continue
+        recorded = written_files(earlier, path).get(picture.name) if ours else None
+        if not (recorded and picture.is_file() and picture.stat().st_size < 2**26
+                and recorded == file_sha256(picture)):
+            raise OutputPathError(f"{picture} exists and is not what an earlier evaluate wrote "
+                                  f"there (evaluate --json {path} writes it); give another "
+                                  "--json name")
+
+
+def written_files(report: dict, json_path: Path) -> dict:
+    """{file name: sha256} of the files the evaluation report at `json_path` wrote beside itself
+    (earlier reports recorded only their confusion-matrix picture's, as `picture_sha256`)."""
+    files = dict(report.get("files_sha256") or {})
+    if report.get("picture_sha256"):
+        files.setdefault(f"{Path(json_path).stem}_confusion.png", report["picture_sha256"])
+    return files
 
 
 def file_sha256(path) -> str:
