@@ -122,15 +122,35 @@ def test_tfsmlayer_loads_export_in_plain_keras(exported, photos):
     np.testing.assert_array_equal(outputs["mask"].numpy(), expected["mask"].numpy())
 
 
-def test_tflite_agrees_with_keras(exported, tiny_run, photos):
+def _litert_or_skip():
+    """LiteRT's interpreter class; where ai-edge-litert does not install, a skip."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        pytest.skip("ai-edge-litert is not installed (pip install -e '.[test]')")
+    return Interpreter
+
+
+@pytest.mark.parametrize("quantized", (False, True))
+def test_tflite_agrees_with_keras_through_litert(tiny_run, photos, tmp_path, quantized):
+    """The files as phones and boards run them: through LiteRT, not TensorFlow's interpreter."""
+    import warnings
+
     import keras
-    import tensorflow as tf
 
     from unet_tf.data import normalize, resize_image
+    from unet_tf.export import main, tflite_interpreter
 
+    litert = _litert_or_skip()
+    out = tmp_path / "lite"
+    assert main(["--model", str(tiny_run / "model.keras"), "--out", str(out), "--tflite"]
+                + (["--quantize"] if quantized else [])) == 0
     model = keras.models.load_model(tiny_run / "model.keras")
-    interpreter = tf.lite.Interpreter(model_path=str(exported / "model.tflite"))
-    interpreter.allocate_tensors()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecation notice: TensorFlow's interpreter unused
+        interpreter = tflite_interpreter(
+            out / ("model_quantized.tflite" if quantized else "model.tflite"))
+    assert isinstance(interpreter, litert)
     (input_detail,), (output_detail,) = (interpreter.get_input_details(),
                                          interpreter.get_output_details())
     assert list(input_detail["shape"]) == [1, 64, 64, 3]
@@ -138,8 +158,12 @@ def test_tflite_agrees_with_keras(exported, tiny_run, photos):
         x = normalize(resize_image(image[None], 64)).numpy()
         interpreter.set_tensor(input_detail["index"], x)
         interpreter.invoke()
-        np.testing.assert_allclose(interpreter.get_tensor(output_detail["index"]),
-                                   model.predict_on_batch(x), atol=1e-4)
+        logits, expected = interpreter.get_tensor(output_detail["index"]), model.predict_on_batch(x)
+        if not quantized:
+            np.testing.assert_allclose(logits, expected, atol=1e-4)
+        else:  # int8 weights: close, and the same mask almost everywhere
+            assert np.abs(logits - expected).max() <= 0.05 * np.abs(expected).max()
+            assert np.mean(logits.argmax(-1) == expected.argmax(-1)) > 0.98
 
 
 def test_saved_model_cli_lists_both_signatures(exported):
@@ -184,3 +208,36 @@ def test_export_tta_serves_what_evaluate_tta_measures(tiny_run, tmp_path):
         images=tf.constant([_png_bytes(image) for image in images]))["mask"]
     for masks in (from_pixels.numpy(), from_bytes.numpy()):
         assert np.mean(masks == expected) > 0.999  # argmax ties within float noise may differ
+
+
+def test_a_client_with_tensorflow_only_gets_predicts_masks(exported, tiny_run, tmp_path,
+                                                           run_python, pets_sample_or_none):
+    """The README's client, run as written in a new process where unet_tf cannot be imported,
+    sends JPEG bytes to serve_bytes and gets the masks `predict` writes for the same photo."""
+    import re
+
+    from unet_tf.predict import main as predict_main
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    client = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+                  if "serve_bytes" in block)
+    (tmp_path / "exports").mkdir()
+    shutil.copytree(exported, tmp_path / "exports" / "pets")
+    photo = (pets_sample_or_none / "images" / "Abyssinian_1.jpg" if pets_sample_or_none
+             else None)
+    if photo is None:
+        Image.fromarray(synthetic.make_example(np.random.default_rng(5))["image"]).save(
+            tmp_path / "photo.jpg", quality=90)
+    else:
+        shutil.copy(photo, tmp_path / "photo.jpg")
+    # No unet_tf in the client's process: importing it fails there.
+    guard = ("import sys\nsys.modules['unet_tf'] = None\n"
+             "try:\n    import unet_tf\nexcept ImportError:\n    pass\n"
+             "else:\n    raise SystemExit('unet_tf importable')\n")
+    (tmp_path / "client.py").write_text(guard + client)
+    process, _ = run_python(["client.py"], cwd=tmp_path)
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert predict_main(["--model", str(exported), "--out", str(tmp_path / "predicted"),
+                         "--postprocess", "none", str(tmp_path / "photo.jpg")]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "photo_mask.png")),
+                                  np.asarray(Image.open(tmp_path / "predicted" / "photo_mask.png")))

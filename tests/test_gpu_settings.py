@@ -13,6 +13,7 @@ from unet_tf import training
 from unet_tf.config import preset
 from unet_tf.data import normalize, resize_image
 from unet_tf.data.synthetic import make_examples
+from unet_tf.export import tflite_interpreter
 
 
 class _Inspect(keras.callbacks.Callback):
@@ -86,8 +87,7 @@ def test_float16_model_reloads_and_exports_what_it_predicts(gpu_run):
                                    atol=1e-3)
         assert np.mean(result["mask"].numpy() == mask.numpy()) > 0.999
 
-    interpreter = tf.lite.Interpreter(model_path=str(out / "model.tflite"))
-    interpreter.allocate_tensors()
+    interpreter = tflite_interpreter(out / "model.tflite")
     (inp,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()
     for photo in _photos():
         x = normalize(resize_image(photo[None], 64)).numpy()

@@ -30,7 +30,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import keras
@@ -239,7 +238,7 @@ def _latency_ms(function, repeats: int) -> float:
 
 
 def measure_inference(model, images: np.ndarray, folder: Path, repeats: int, tflite: bool) -> dict:
-    from unet_tf.export import export_saved_model, export_tflite
+    from unet_tf.export import export_saved_model, export_tflite, tflite_interpreter
     from unet_tf.run.model_file import RunInfo
 
     size = model.input_shape[1]
@@ -265,11 +264,7 @@ def measure_inference(model, images: np.ndarray, folder: Path, repeats: int, tfl
     if tflite:
         for name, quantize in (("tflite", False), ("tflite_quantized", True)):
             path = export_tflite(model, folder / f"{name}.tflite", quantize=quantize)
-            with warnings.catch_warnings():
-                # Its notice that it moves to another package: nothing for a user to do.
-                warnings.filterwarnings("ignore", ".*tf.lite.Interpreter is deprecated")
-                interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=None)
-            interpreter.allocate_tensors()
+            interpreter = tflite_interpreter(path)
             (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
 
             def run():
@@ -279,7 +274,8 @@ def measure_inference(model, images: np.ndarray, folder: Path, repeats: int, tfl
 
             latency = _latency_ms(run, repeats)
             results[name] = {"latency_ms": latency, "images_per_s": 1000 / latency,
-                             "size_mb": path.stat().st_size / 2**20}
+                             "size_mb": path.stat().st_size / 2**20,
+                             "runtime": type(interpreter).__module__.split(".")[0]}
     return results
 
 

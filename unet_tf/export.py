@@ -20,7 +20,8 @@ the two probability maps are averaged (what `evaluate --tta` measures).
 masks), the input size, the label mode, the training configuration and the validation metrics.
 `--tflite` adds `model.tflite` (float32 input [1, S, S, 3] in [0, 1], output logits
 [1, S, S, classes]: resize and scale on the device);
-`--quantize` also writes `model_quantized.tflite` (dynamic-range int8 weights).
+`--quantize` also writes `model_quantized.tflite` (dynamic-range int8 weights). Both run in LiteRT
+(`pip install "unet_tf[litert]"`), the runtime phones and boards load them with.
 """
 
 from __future__ import annotations
@@ -151,6 +152,19 @@ def export_tflite(model: keras.Model, path: Path, quantize: bool = False) -> Pat
             converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
         atomic_write_bytes(path, converter.convert())
     return path
+
+
+def tflite_interpreter(path, num_threads: int | None = None):
+    """An interpreter of a .tflite file, tensors allocated: LiteRT's (the ai-edge-litert package,
+    what phones and boards run the file with), or where that is not installed TensorFlow's own,
+    which TensorFlow deprecates (it warns so)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pip install "unet_tf[litert]"
+        Interpreter = tf.lite.Interpreter
+    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter
 
 
 def main(argv=None) -> int:

@@ -79,17 +79,21 @@ def decode(encoded, max_pixels: int):
                       "pixels to serving_default instead")
     with tf.control_dependencies([known, check_pixels(size[0], size[1], max_pixels)]):
         is_png = tf.strings.substr(encoded, 0, 4) == b"\x89PNG"
+        is_jpeg = tf.strings.substr(encoded, 0, 3) == b"\xff\xd8\xff"
 
         def png_over_white():
             rgba = tf.cast(tf.io.decode_png(encoded, channels=4, dtype=tf.uint8), tf.float32)
             alpha = rgba[..., 3:] / 255.0
             return tf.cast(tf.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)), tf.uint8)
 
+        def jpeg():  # the accurate integer DCT, as Pillow decodes: the pixels predict reads
+            return tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
+
         def other():
             return tf.io.decode_image(encoded, channels=3, expand_animations=False,
                                       dtype=tf.uint8)
 
-        return tf.cond(is_png, png_over_white, other)
+        return tf.cond(is_png, png_over_white, lambda: tf.cond(is_jpeg, jpeg, other))
 
 
 def signatures(model: keras.Model, tta: bool, max_pixels: int, policy=None) -> tuple:
