@@ -29,6 +29,7 @@ from unet_tf.evaluation import (
     evaluation_data,
     format_report,
     per_image_scores,
+    photo_title,
     score_column,
     worst_first,
 )
@@ -60,13 +61,11 @@ def main(argv=None) -> int:
     picks = [ranked[i] for i in np.linspace(0, len(ranked) - 1, 4).round().astype(int)]
     plots.plot_predictions([split.images[i] for i in picks], [split.masks[i] for i in picks],
                            [predicted[i] for i in picks], names, out / "pets-test.png",
-                           titles=[f"{rows[i]['file']}\n{column} {rows[i][column]:.3f}"
-                                   for i in picks])
+                           titles=[photo_title(rows[i], column) for i in picks])
     worst = worst_first(rows, 4, column)
     plots.plot_worst([split.images[i] for i in worst], [split.masks[i] for i in worst],
                      [predicted[i] for i in worst], names,
-                     [f"{rows[i]['file']}\n{column} {rows[i][column]:.3f}" for i in worst],
-                     out / "worst.png")
+                     [photo_title(rows[i], column) for i in worst], out / "worst.png")
     history = read_history(run / HISTORY)
     best = best_epoch(history) if "val_dice" in history else None
     averaged = json.loads((run / METRICS).read_text()).get("averaged_weights", {}).get("epochs")

@@ -30,13 +30,24 @@ def test_benchmark_reports_pipeline_training_inference_and_memory(tmp_path, caps
         / result["pipeline"]["reference"]["first_pass_images_per_s"])
     assert ratios["training_ratio"] == pytest.approx(
         result["training_images_per_s"]["ours"] / result["training_images_per_s"]["reference"])
-    assert set(ratios) >= {"cached_ratio", "training_steps_per_execution_3_ratio",
-                           "savedmodel_latency_ratio", "tflite_quantized_latency_ratio"}
+    runtimes = {"keras", "savedmodel", "onnxruntime", "tflite", "tflite_quantized"}
+    assert set(ratios) >= {"cached_ratio", "training_steps_per_execution_3_ratio"} | {
+        f"{name}_{batch}latency_ratio" for name in runtimes - {"keras"}
+        for batch in ("", "batch8_")}
+    for name in runtimes - {"keras"}:  # each latency also as a ratio to Keras', at batch 1 and 8
+        for field in ("latency_ms", "batch8_latency_ms"):
+            ratio_name = f"{name}_{field.replace('_ms', '')}_ratio"
+            assert ratios[ratio_name] == pytest.approx(
+                result["inference"][name][field] / result["inference"]["keras"][field])
+    # The TFLite files run in LiteRT, not in TensorFlow's deprecated interpreter.
+    assert result["inference"]["tflite"]["runtime"] == "ai_edge_litert"
     assert set(result["training_images_per_s"]) == {"ours", "reference",
                                                     "ours, steps_per_execution=3"}
     assert all(v > 0 for v in result["training_images_per_s"].values())
-    assert set(result["inference"]) == {"keras", "savedmodel", "tflite", "tflite_quantized"}
-    assert all(v["latency_ms"] > 0 for v in result["inference"].values())
+    assert set(result["inference"]) == runtimes
+    assert all(v["latency_ms"] > 0 and v["batch8_latency_ms"] > 0
+               for v in result["inference"].values())
     assert result["peak_rss_mb"] > 0
     table = capsys.readouterr().out
     assert "| training (img/s, steady state) |" in table and "| savedmodel |" in table
+    assert "| onnxruntime (onnxruntime) |" in table

@@ -32,7 +32,7 @@ def test_train_help_shows_choices_defaults_units_and_what_each_preset_sets(capsy
     from unet_tf.train import build_parser
 
     text = " ".join(build_parser().format_help().split("options:", 1)[1].split())
-    assert "--loss {dice,ce,dice_ce}" in text and "--labels {trimap,binary,index}" in text
+    assert "--loss {dice,ce,dice_ce}" in text and "--labels {trimap,binary,index,instance}" in text
     assert "--classes NAME [NAME ...]" in text
     # the default and every preset's value, under the flag
     epochs = text.split("--epochs N ", 1)[1].split("--learning-rate", 1)[0]

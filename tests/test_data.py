@@ -478,7 +478,7 @@ def save_rgba_png(path):
 
 def save_16bit_png(path):
     Image.fromarray(np.full((8, 16), 51400, np.uint16)).save(path, format="PNG")
-    return (200, 200, 200)  # 51400 >> 8
+    return (0, 0, 0)  # a constant 16-bit photo: nothing to stretch (images.to_uint8)
 
 
 def save_gif(path):

@@ -226,3 +226,22 @@ def test_worst_photos_are_the_lowest_scores_lowest_first(hand_case, tmp_path, mo
     assert drawn == [["ex1\nforeground_dice 0.000", "ex0\nforeground_dice 0.750"],
                      ["ex1\nforeground_dice 0.000"]]
     assert (tmp_path / "two_worst.png").is_file() and not (tmp_path / "none_worst.png").exists()
+
+
+def test_evaluate_scores_each_group_by_hand(hand_case, tmp_path, capsys):
+    """--group-by: the hand case's two images as two groups, each scored on its own pixels."""
+    model_path, data = hand_case
+    json_path = tmp_path / "groups.json"
+    assert main(["--model", str(model_path), "--dataset", "folder", "--data-dir", str(data),
+                 "--labels", "binary", "--split", "train", "--json", str(json_path),
+                 "--group-by", r"ex(\d)"]) == 0
+    groups = json.loads(json_path.read_text())["groups"]
+    assert list(groups) == ["0", "1"] and [g["examples"] for g in groups.values()] == [1, 1]
+    # By hand: image 1 overlaps 3 of 4 + 4 pet pixels (6/8); image 2 predicts no pet (0).
+    assert groups["0"]["pet_vs_background"]["dice"] == pytest.approx(6 / 8)
+    assert groups["1"]["pet_vs_background"]["dice"] == 0.0
+    assert groups["0"]["dice"]["foreground"] == pytest.approx(6 / 8)
+    # Background of image 1: 11 pixels right of 12 true and 12 predicted -> 22/24.
+    assert groups["0"]["dice"]["background"] == pytest.approx(22 / 24)
+    printed = capsys.readouterr().out
+    assert "foreground vs background Dice" in printed and "0.7500" in printed

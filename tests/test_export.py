@@ -241,3 +241,119 @@ def test_a_client_with_tensorflow_only_gets_predicts_masks(exported, tiny_run, t
                          "--postprocess", "none", str(tmp_path / "photo.jpg")]) == 0
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "photo_mask.png")),
                                   np.asarray(Image.open(tmp_path / "predicted" / "photo_mask.png")))
+
+
+@pytest.fixture(scope="module")
+def onnx_exported(tiny_run, tmp_path_factory):
+    """An export with model.onnx (skips where tf2onnx is not installed)."""
+    pytest.importorskip("tf2onnx", reason="tf2onnx is not installed (pip install -e '.[test]')")
+    from unet_tf.export import main
+
+    out = tmp_path_factory.mktemp("onnx") / "pets"
+    assert main(["--model", str(tiny_run / "model.keras"), "--out", str(out), "--onnx"]) == 0
+    return out
+
+
+def test_onnx_runs_in_onnx_runtime_with_keras_masks(onnx_exported, tiny_run, photos,
+                                                    pets_sample_or_none):
+    """model.onnx as ONNX Runtime runs it: uint8 photos fitted to the model's size in, the
+    Keras model's probabilities (within TFLite's tolerance) and masks out, on real photos."""
+    import keras
+    import onnxruntime
+
+    from unet_tf.data import normalize, resize_image
+    from unet_tf.export import ONNX_OPSET
+    from unet_tf.images import read_image
+
+    out = onnx_exported
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["onnx"]["opset"] == ONNX_OPSET
+    assert metadata["onnx"]["inputs"] == {"images": "uint8 [batch, 64, 64, 3]"}
+    assert metadata["onnx"]["outputs"] == {"mask": "int32 [batch, 64, 64]",
+                                           "probabilities": "float32 [batch, 64, 64, classes]"}
+    session = onnxruntime.InferenceSession(out / "model.onnx",
+                                           providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    real = ([] if pets_sample_or_none is None else
+            [read_image(pets_sample_or_none / "images" / f"{name}.jpg") for name in
+             ("Abyssinian_2", "american_bulldog_10", "american_bulldog_100")])
+    batch = np.stack([resize_image(image, 64).numpy() for image in [*photos, *real]])
+    mask, probabilities = session.run(["mask", "probabilities"], {"images": batch})
+    model = keras.models.load_model(tiny_run / "model.keras")
+    expected = keras.ops.softmax(model.predict_on_batch(normalize(batch))).numpy()
+    assert mask.dtype == np.int32 and mask.shape == batch.shape[:3]
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    top2 = np.sort(expected, axis=-1)[..., -2:]
+    decided = top2[..., 1] - top2[..., 0] > 1e-4  # argmax may differ only within float noise
+    np.testing.assert_array_equal(mask[decided], expected.argmax(-1)[decided])
+    assert decided.mean() > 0.99
+
+
+def test_onnx_names_the_layer_that_does_not_convert():
+    pytest.importorskip("tf2onnx", reason="tf2onnx is not installed (pip install -e '.[test]')")
+    import keras
+    import tensorflow as tf
+
+    from unet_tf.data import Policy
+    from unet_tf.export import OnnxConversionError, onnx_model
+
+    class Bessel(keras.layers.Layer):  # an operation ONNX has no counterpart for
+        def call(self, x):
+            return tf.math.bessel_i1e(x)
+
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(Bessel(name="odd_layer")(inputs)))
+    with pytest.raises(OnnxConversionError, match=r"layer odd_layer uses TensorFlow's BesselI1e"):
+        onnx_model(model, Policy(size=32))
+
+
+def test_served_graph_holds_the_weights_as_constants(exported):
+    """The signatures compute with the weights as constants, so TensorFlow folds each batch
+    normalization into its convolution when it loads them (a quarter less time per photo on a
+    CPU, docs/speed.md): no variable is read while serving."""
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(exported))
+    assert list(served.variables) == []
+    graph = served.signatures["serving_default"].graph.as_graph_def()
+    ops = {node.op for node in graph.node} | {node.op for function in graph.library.function
+                                              for node in function.node_def}
+    assert "ReadVariableOp" not in ops and {"Conv2D", "DepthwiseConv2dNative"} <= ops
+
+
+def test_the_readmes_onnx_client_gets_the_keras_models_mask(onnx_exported, tiny_run, tmp_path,
+                                                           run_python, pets_sample_or_none):
+    """The README's ONNX Runtime client, run as written where neither unet_tf nor TensorFlow can
+    be imported, gets the Keras model's mask of the pixels it sends, at the photo's size."""
+    import re
+
+    import keras
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    client = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+                  if "onnxruntime" in block)
+    (tmp_path / "exports").mkdir()
+    shutil.copytree(onnx_exported, tmp_path / "exports" / "pets")
+    if pets_sample_or_none is None:
+        Image.fromarray(synthetic.make_example(np.random.default_rng(5))["image"]).save(
+            tmp_path / "photo.jpg", quality=90)
+    else:
+        shutil.copy(pets_sample_or_none / "images" / "american_bulldog_10.jpg",
+                    tmp_path / "photo.jpg")
+    guard = "import sys\nsys.modules['unet_tf'] = None\nsys.modules['tensorflow'] = None\n"
+    (tmp_path / "client.py").write_text(guard + client)
+    process, _ = run_python(["client.py"], cwd=tmp_path)
+    assert process.returncode == 0, process.stderr[-2000:]
+    # The same pixels through the Keras model, the mask brought back as the client does.
+    photo = Image.open(tmp_path / "photo.jpg").convert("RGB")
+    pixels = np.asarray(photo.resize((64, 64), Image.Resampling.BILINEAR))[None]
+    model = keras.models.load_model(tiny_run / "model.keras")
+    logits = model.predict_on_batch(pixels / np.float32(255))[0]
+    expected = Image.fromarray(logits.argmax(-1).astype(np.uint8)).resize(
+        photo.size, Image.Resampling.NEAREST)
+    top2 = np.sort(logits, axis=-1)[..., -2:]
+    decided = np.asarray(Image.fromarray(top2[..., 1] - top2[..., 0] > 1e-4).resize(
+        photo.size, Image.Resampling.NEAREST))  # argmax may differ only within float noise
+    client_mask = np.asarray(Image.open(tmp_path / "photo_mask_onnx.png"))
+    assert client_mask.shape == decided.shape
+    np.testing.assert_array_equal(client_mask[decided], np.asarray(expected)[decided])

@@ -250,6 +250,23 @@ def test_serving_refuses_gifs_whose_frames_could_exceed_its_limit_unread(export)
             served.signatures["serve_bytes"](images=tf.constant([data]))
 
 
+def test_serving_refuses_16_bit_pngs_that_predict_would_stretch(export):
+    """predict stretches a 16-bit photo by its own percentiles; TensorFlow's decoder would keep
+    its top byte (12-bit microscopy: values 0-15) and serve another mask: refused, with what to
+    do. 8-bit PNGs, grey and colour, are served."""
+    import tensorflow as tf
+
+    _, served = export
+    deep = np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 3  # values up to 3597
+    for data in (_encoded(Image.fromarray(deep), "PNG"),
+                 tf.io.encode_png(np.repeat(deep[..., None], 3, axis=2)).numpy()):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="16-bit PNG.*serving_default"):
+            served.signatures["serve_bytes"](images=tf.constant([data]))
+    for image in (Image.new("L", (40, 30), 90), Image.new("RGB", (40, 30), (9, 80, 200))):
+        out = served.signatures["serve_bytes"](images=tf.constant([_encoded(image, "PNG")]))
+        assert out["mask"].shape == (1, 30, 40)
+
+
 def test_a_keras_zip_bomb_is_refused_unread(tmp_path, capsys):
     from unet_tf.evaluate import main
 

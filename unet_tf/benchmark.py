@@ -10,8 +10,9 @@ a. input pipeline: images/s delivered as training batches, on the first pass (de
    the cache) and on later passes (from the cache);
 b. training: images/s in steady state (the median epoch after the first, which compiles; the
    variants' epochs are interleaved, so a drift in the machine's speed hits them alike);
-c. inference: per-image latency (batch 1) and throughput (batch 16) of the Keras model, the
-   exported SavedModel (resize, scaling and argmax included) and TFLite (float32 and quantized);
+c. inference: latency at batch 1 and batch 8 of the Keras model, the exported SavedModel (resize,
+   scaling and argmax included), model.onnx in ONNX Runtime and model.tflite in LiteRT (float32
+   and quantized), each also as a ratio to Keras;
 d. memory: the bytes the training data takes in each cache, and the process's peak RSS.
 
 The reference is the tutorial's pipeline: map(load_image) -> cache (float32 images) -> shuffle
@@ -226,56 +227,105 @@ def measure_training(variants: dict, rounds: int) -> dict:
             for name, (config, batches, steps) in variants.items()}
 
 
-def _latency_ms(function, repeats: int) -> float:
-    function()
-    function()  # warm-up: tracing and first allocations
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+def _latencies_ms(runners: dict, repeats: int, rounds: int = 5) -> dict:
+    """The median latency (ms) of each of `runners` ({name: call}): each called twice first
+    (tracing, first allocations), then `rounds` rounds of `repeats / rounds` calls of each in
+    turn, so that a change in the machine's speed during the measurement hits them alike."""
+    for run in runners.values():
+        run()
+        run()
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            for _ in range(max(repeats // rounds, 1)):
+                started = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - started)
+    return {name: 1000 * statistics.median(values) for name, values in times.items()}
 
 
-def measure_inference(model, images: np.ndarray, folder: Path, repeats: int, tflite: bool) -> dict:
-    from unet_tf.export import export_saved_model, export_tflite, tflite_interpreter
+BATCHES = (1, 8)  # the batch sizes every runtime's latency is measured at
+
+
+def _interpreter_runner(path, batch: int):
+    """A function running a .tflite file on float32 [batch, S, S, 3] in LiteRT (TensorFlow's
+    interpreter where ai-edge-litert is missing), and the runtime's name."""
+    from unet_tf.export import tflite_interpreter
+
+    interpreter = tflite_interpreter(path)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    if batch != inp["shape"][0]:
+        interpreter.resize_tensor_input(inp["index"], [batch, *inp["shape"][1:]])
+        interpreter.allocate_tensors()
+
+    def run(x):
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"])
+
+    return run, type(interpreter).__module__.split(".")[0]
+
+
+def _onnx_session(model, policy) -> tuple:
+    """(an ONNX Runtime session of the model as `export --onnx` writes it, the file's bytes), or
+    (None, 0) with a note where tf2onnx or onnxruntime is not installed."""
+    try:
+        import onnxruntime
+        import tf2onnx  # noqa: F401  (export --onnx converts with it)
+    except ImportError:
+        print('ONNX Runtime left out: pip install "unet_tf[onnx]" to measure it', flush=True)
+        return None, 0
+    from unet_tf.export import onnx_model
+
+    content, _ = onnx_model(model, policy)
+    return onnxruntime.InferenceSession(content, providers=["CPUExecutionProvider"]), len(content)
+
+
+def measure_inference(model, images: np.ndarray, folder: Path, repeats: int, tflite: bool,
+                      onnx: bool = True) -> dict:
+    """Latency at batch 1 and 8 of each runtime (median of `repeats` calls, interleaved): Keras
+    (float input, logits out), the SavedModel (uint8 pixels in; resize, scaling, softmax and
+    argmax inside), ONNX Runtime (uint8 at the model's size; scaling, softmax and argmax inside)
+    and LiteRT (float input, logits out; float32 and quantized)."""
+    from unet_tf.export import export_saved_model, export_tflite
     from unet_tf.run.model_file import RunInfo
 
     size = model.input_shape[1]
     info = RunInfo(("pet", "background", "border"), size, "trimap", {}, {})
     export = export_saved_model(model, folder / "export", info)
     served = tf.saved_model.load(str(export)).signatures["serving_default"]
-    one, batch = images[:1], images[:16]
-    one_float = data.normalize(one).numpy()
-    batch_float = data.normalize(batch).numpy()
-    results = {
-        "keras": {
-            "latency_ms": _latency_ms(lambda: model.predict_on_batch(one_float), repeats),
-            "images_per_s": len(batch) / _latency_ms(
-                lambda: model.predict_on_batch(batch_float), max(repeats // 4, 3)) * 1000,
-        },
-        "savedmodel": {
-            "latency_ms": _latency_ms(lambda: served(images=tf.constant(one)), repeats),
-            "images_per_s": len(batch) / _latency_ms(
-                lambda: served(images=tf.constant(batch)), max(repeats // 4, 3)) * 1000,
-            "size_mb": sum(p.stat().st_size for p in export.rglob("*") if p.is_file()) / 2**20,
-        },
+    pixels = {batch: images[:batch] for batch in BATCHES}
+    floats = {batch: data.normalize(pixels[batch]).numpy() for batch in BATCHES}
+    runners = {
+        "keras": {batch: (lambda x=floats[batch]: model.predict_on_batch(x)) for batch in BATCHES},
+        "savedmodel": {batch: (lambda x=tf.constant(pixels[batch]): served(images=x))
+                       for batch in BATCHES},
     }
+    sizes = {"savedmodel": sum(p.stat().st_size for p in export.rglob("*") if p.is_file())}
+    runtimes = {}
+    session, sizes["onnxruntime"] = _onnx_session(model, info.policy) if onnx else (None, 0)
+    if session is not None:
+        runners["onnxruntime"] = {batch: (lambda x=pixels[batch]: session.run(None, {"images": x}))
+                                  for batch in BATCHES}
+        runtimes["onnxruntime"] = "onnxruntime"
     if tflite:
         for name, quantize in (("tflite", False), ("tflite_quantized", True)):
             path = export_tflite(model, folder / f"{name}.tflite", quantize=quantize)
-            interpreter = tflite_interpreter(path)
-            (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-
-            def run():
-                interpreter.set_tensor(inp["index"], one_float)
-                interpreter.invoke()
-                return interpreter.get_tensor(out["index"])
-
-            latency = _latency_ms(run, repeats)
-            results[name] = {"latency_ms": latency, "images_per_s": 1000 / latency,
-                             "size_mb": path.stat().st_size / 2**20,
-                             "runtime": type(interpreter).__module__.split(".")[0]}
+            sizes[name] = path.stat().st_size
+            runners[name] = {}
+            for batch in BATCHES:
+                run, runtimes[name] = _interpreter_runner(path, batch)
+                runners[name][batch] = (lambda run=run, x=floats[batch]: run(x))
+    latency = {batch: _latencies_ms({name: by_batch[batch] for name, by_batch in runners.items()},
+                                    repeats) for batch in BATCHES}
+    results = {}
+    for name in runners:
+        results[name] = {"latency_ms": latency[1][name], "batch8_latency_ms": latency[8][name],
+                         "images_per_s": 8 / latency[8][name] * 1000}
+        if sizes.get(name):
+            results[name]["size_mb"] = sizes[name] / 2**20
+        if name in runtimes:
+            results[name]["runtime"] = runtimes[name]
     return results
 
 
@@ -294,6 +344,7 @@ class Setup:
     bfloat16: bool = False
     repeats: int = 30
     tflite: bool = True
+    onnx: bool = True
 
 
 def run(setup: Setup) -> dict:
@@ -325,10 +376,11 @@ def run(setup: Setup) -> dict:
             variants["ours, mixed_bfloat16"] = (
                 dataclasses.replace(config, mixed_precision="bfloat16"), ours, steps)
         training = measure_training(variants, setup.epochs - 1)
-        print("3/3 inference: Keras, SavedModel" + (", TFLite" if setup.tflite else "") + " ...",
-              flush=True)
+        print("3/3 inference: Keras, SavedModel" + (", ONNX Runtime" if setup.onnx else "")
+              + (", LiteRT" if setup.tflite else "") + " ...", flush=True)
         model = build_model(config)
-        inference = measure_inference(model, split.images, scratch, setup.repeats, setup.tflite)
+        inference = measure_inference(model, split.images, scratch, setup.repeats, setup.tflite,
+                                      setup.onnx)
     result = {
         "format": BENCHMARK_FORMAT,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
@@ -357,6 +409,8 @@ def ratios(result: dict) -> dict:
     for name, values in i.items():
         if name != "keras":
             out[f"{name}_latency_ratio"] = values["latency_ms"] / i["keras"]["latency_ms"]
+            out[f"{name}_batch8_latency_ratio"] = (values["batch8_latency_ms"]
+                                                   / i["keras"]["batch8_latency_ms"])
     return out
 
 
@@ -386,15 +440,18 @@ def format_table(result: dict) -> str:
         f"{p['ours']['cached_images_per_s'] / ours_train:.0f}x | "
         f"{p['reference']['cached_images_per_s'] / ref_train:.0f}x | |",
         "",
-        "| inference | latency, batch 1 (ms) | throughput, batch 16 (img/s) | size (MB) | latency vs Keras |",
-        "|---|---|---|---|---|",
+        "| inference | batch 1 (ms) | batch 8 (ms) | img/s at batch 8 | size (MB) | "
+        "batch 1 vs Keras | batch 8 vs Keras |",
+        "|---|---|---|---|---|---|---|",
     ]
-    keras_latency = i["keras"]["latency_ms"]
+    keras = i["keras"]
     for name, values in i.items():
         size = f"{values['size_mb']:.1f}" if "size_mb" in values else ""
-        throughput = f"{values['images_per_s']:.0f}" if not name.startswith("tflite") else "(batch 1)"
-        rows.append(f"| {name} | {values['latency_ms']:.1f} | {throughput} | {size} | "
-                    f"{values['latency_ms'] / keras_latency:.2f}x |")
+        label = f"{name} ({values['runtime']})" if "runtime" in values else name
+        rows.append(f"| {label} | {values['latency_ms']:.1f} | {values['batch8_latency_ms']:.1f} | "
+                    f"{values['images_per_s']:.0f} | {size} | "
+                    f"{values['latency_ms'] / keras['latency_ms']:.2f}x | "
+                    f"{values['batch8_latency_ms'] / keras['batch8_latency_ms']:.2f}x |")
     rows.append("")
     rows.append(f"peak process memory {result['peak_rss_mb']:.0f} MB; machine: "
                 f"{result['machine']['cpu_count']} CPUs, {result['machine']['gpus']} GPUs, "
@@ -436,6 +493,8 @@ def build_parser():
                            help="timed inference calls (default: %(default)s)")
     inference.add_argument("--skip-tflite", action="store_true",
                            help="leave out the TFLite conversions and their latency")
+    inference.add_argument("--skip-onnx", action="store_true",
+                           help="leave out the ONNX conversion and ONNX Runtime's latency")
     output = parser.add_argument_group("output")
     output.add_argument("--json", help="a new file for the results (every comparison also as a "
                                        "*_ratio field, ours over the reference)")
@@ -451,7 +510,7 @@ def _main(argv) -> int:
         check_report_file(Path(args.json), kind=BENCHMARK_FORMAT)
     result = run(Setup(args.data_dir or "", args.examples, args.image_size, args.batch_size,
                        args.alpha, args.epochs, tuple(args.steps_per_execution), args.xla,
-                       args.bfloat16, args.repeats, not args.skip_tflite))
+                       args.bfloat16, args.repeats, not args.skip_tflite, not args.skip_onnx))
     print(format_table(result))
     if args.json:
         write_json(args.json, result)

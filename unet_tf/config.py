@@ -12,19 +12,21 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import typing
 from pathlib import Path
 
 from unet_tf.errors import UserError
 
 DATASETS = ("oxford_iiit_pet", "synthetic", "folder")
-LABEL_MODES = ("trimap", "binary", "index")
+LABEL_MODES = ("trimap", "binary", "index", "instance")
 LOSSES = ("dice", "ce", "dice_ce")
 OPTIMIZERS = ("adam", "adamw")
 SWITCHES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 RESIZE_POLICIES = ("squash", "pad", "none", "auto")
+BREED = "breed"  # group_by: the Oxford-IIIT Pet breed of each photo
 NO_VALIDATION = "none"  # val_split: train on every example, without validation
 CACHES = ("auto", "memory", "disk", "none")
 
@@ -32,6 +34,8 @@ CACHES = ("auto", "memory", "disk", "none")
 CLASS_NAMES = {
     "trimap": ("pet", "background", "border"),
     "binary": ("background", "pet"),
+    # labels instance: instance label images made into unet_tf.instances.boundary_target's classes
+    "instance": ("background", "interior", "boundary"),
 }
 FOLDER_BINARY_CLASS_NAMES = ("background", "foreground")
 # The tutorial's pix2pix decoder: filters of the four upsample blocks, coarsest first.
@@ -75,7 +79,8 @@ class Config:
     labels: str = option(
         "trimap", "how masks become classes: trimap (pet, background, border), binary (background, "
         "pet or foreground; the trimap's border counts as pet), index (your masks' values, named "
-        "by --classes)", choices=LABEL_MODES)
+        "by --classes), instance (folder data: instance label images or one mask per object, "
+        "trained as background, interior, boundary)", choices=LABEL_MODES)
     classes: typing.Optional[typing.Tuple[str, ...]] = option(
         None, "class names in mask-value order; needed with --labels index, optional with folder "
         "data", unit="names")
@@ -92,7 +97,17 @@ class Config:
         "last quarter of the epochs), is written when training ends")
     validation_fraction: float = option(
         0.0, "> 0 carves this share of the training split out for validation (the same examples "
-        "every time, by name)", low=0.0, high=1.0, high_open=True)
+        "every time, by name; whole groups with --group-by)", low=0.0, high=1.0, high_open=True)
+    group_by: str = option(
+        "", "with --validation-fraction: hold out whole groups of photos, never part of one (e.g. "
+        "all photos of a patient, or of a pet breed). A photo's group is the first match of this "
+        "regular expression in its file stem, its group 1 if it has one, e.g. 'patient(\\d+)' "
+        "or '^(.+)_\\d+$'; breed: the Oxford-IIIT Pet breed (Abyssinian_34 -> Abyssinian). "
+        "Without --validation-fraction it is an error. Empty: off", unit="regex",
+        more="the held-out groups come as close to the fraction of the photos as whole groups "
+        "allow, at least one group and never all; the same groups every time (chosen by their "
+        "names, whatever the seed); every file stem must match; with --val-split none nothing "
+        "is held out and this is ignored too")
     synthetic_train_examples: int = option(512, "synthetic data: training examples", low=1)
     synthetic_val_examples: int = option(128, "synthetic data: validation examples", low=1)
     image_size: int = option(
@@ -230,6 +245,12 @@ class Config:
         if self.labels == "trimap" and self.dataset == "folder":
             errors.append("labels='trimap' reads Oxford-IIIT Pet trimaps; for a folder of your "
                           "own masks use labels binary (0/1 or 0/255) or index with --classes")
+        if self.labels == "instance" and self.dataset != "folder":
+            errors.append("labels='instance' reads instance masks of your own (each object its own "
+                          "id, or one mask per object): use it with --dataset folder --data-dir")
+        if self.labels == "instance" and self.classes:
+            errors.append(f"classes={self.classes}: labels='instance' trains the classes "
+                          f"{CLASS_NAMES['instance']}")
         if self.labels != "index" and self.classes and self.dataset != "folder":
             errors.append(f"classes={self.classes}: the {self.dataset} classes are fixed by "
                           f"labels={self.labels!r} {CLASS_NAMES.get(self.labels)}")
@@ -239,6 +260,12 @@ class Config:
                           "needs its own name")
         if self.mask_colors:
             errors += _check_mask_colors(self)
+        if self.group_by and self.group_by != BREED:
+            try:
+                re.compile(self.group_by)
+            except re.error as error:
+                errors.append(f"group_by={self.group_by!r}: not a valid regular expression "
+                              f"({error}); e.g. 'patient(\\d+)', or breed")
         if self.encoder_weights == "imagenet" and self.alpha not in IMAGENET_ALPHAS:
             errors.append(f"alpha={self.alpha}: ImageNet weights exist for alpha "
                           f"{', '.join(map(str, IMAGENET_ALPHAS))}; pick one of those, or train "
@@ -305,6 +332,8 @@ class Config:
             return tuple(self.classes)
         if self.mask_colors:
             return tuple(entry.split("=", 1)[0] for entry in self.mask_colors)
+        if self.labels == "instance":
+            return CLASS_NAMES["instance"]
         if self.dataset == "folder":
             return FOLDER_BINARY_CLASS_NAMES
         return CLASS_NAMES.get(self.labels, ())
@@ -528,7 +557,8 @@ PRESET_SUMMARIES = {
     "quickstart": "synthetic pets, offline, a couple of minutes on a CPU",
     "small-data": "from random weights on a few hundred photos (measured: docs/small-data.md)",
     "own-data": "small-data's recipe for a folder of your own images and masks (binary unless "
-                "--labels says otherwise; measured: docs/own-data.md)",
+                "--labels says otherwise; several images per patient, scene or camera: add "
+                "--group-by; measured: docs/own-data.md)",
 }
 
 
@@ -673,7 +703,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=field.name, nargs="+", type=item, default=None,
                                metavar="NAME" if item is str else "N", help=help_text)
         else:
-            metavar = ("PATH" if field.metadata["unit"] == "path" else
+            metavar = ({"path": "PATH", "regex": "REGEX"}.get(field.metadata["unit"]) or
                        {int: "N", float: "X", str: "TEXT"}[kind])
             group.add_argument(flag, dest=field.name, type=kind, default=None,
                                choices=field.metadata["choices"], help=help_text,

@@ -5,6 +5,7 @@ r"""Measure a trained model on a split: Dice, IoU and pixel accuracy, per class 
         --data-dir data/oxford-iiit-pet --split test --json test_metrics.json --report
     python -m unet_tf.evaluate --model runs/RUN/model.keras --split test --tta --worst 16
     python -m unet_tf.evaluate --model runs/RUN/model.keras --full-resolution --postprocess none
+    python -m unet_tf.evaluate --model runs/RUN/model.keras --split test --group-by breed
 
 Without data flags it evaluates on the validation split of the run the model came from (its
 config.json). Masks are compared at the model's input size, as during training (with
@@ -16,15 +17,27 @@ validation metrics do). Reported:
 
 - per class and mean: Dice, IoU (dataset-level: from pixel counts summed over the split), and
   pixel accuracy;
+- with `--group-by REGEX` (or `breed`), the same per group of photos (patient, scene, breed):
+  which kinds of photos the model fails on;
 - pet vs background (every class but background counts as pet, so trimap borders are pet): Dice
   and IoU at dataset level, and their mean over images (an image with no pet, truly and
-  predicted, scores 1).
+  predicted, scores 1);
+- with instance labels (the run's, or `--labels instance`), objects: true and predicted counts,
+  precision, recall and F1 at IoU 0.5, the mean IoU of matched objects, panoptic quality and AP
+  over IoU 0.5-0.95 (`unet_tf.instances.object_scores`; dataset-level: counts summed over the
+  images, then the ratios), in the JSON's "objects". The true objects are read again from the
+  split's mask files (fitted to the model nearest-neighbour as its masks are, or as they are at
+  full resolution); the predicted ones are separated (`instances.separate`, watershed on the
+  interior probability) from the class probabilities of the same prediction, with the
+  `min_object_size` the run's metrics.json records (pixels at the photo's size, scaled to the
+  model's size with the photo), else none (working one out would read the training masks again).
 
 It prints a table and writes, beside the JSON (--json, default <run>/evaluation_<split>.json):
 
 - `<json name>_confusion.png`: the confusion matrix;
 - `<json name>_per_image.csv`: one row per image (file, size, Dice and IoU per class, objects vs
-  background Dice or the mean Dice, pixel accuracy): which photos fail;
+  background Dice or the mean Dice, pixel accuracy; with instance labels also true_count,
+  predicted_count, f1_50, pq and ap): which photos fail;
 - `<json name>_worst.png`: the --worst N photos by that score (default 8): photo, truth,
   prediction and a map of the errors (missed object, object where there is none, wrong class),
   each titled with its file and score;
@@ -34,20 +47,32 @@ It prints a table and writes, beside the JSON (--json, default <run>/evaluation_
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
 
-from unet_tf import data, report as report_page
+from unet_tf import data, instances, report as report_page
 from unet_tf.inference import postprocess
 from unet_tf.cli import add_tta_argument, command_parser, non_negative_int, run_command
 from unet_tf.config import DATASETS, LABEL_MODES, ConfigError
+from unet_tf.data import Policy
 from unet_tf.evaluation import (
     chose_the_model,
     evaluate_split,
     evaluation_config,
     evaluation_data,
+    format_groups,
+    format_objects,
     format_report,
+    group_scores,
+    min_sizes,
+    object_report,
+    per_image_scores,
+    predict_objects,
+    recorded_min_size,
+    scores_objects,
+    true_objects,
 )
 from unet_tf.run.outputs import REPORT_FORMAT, check_report_file, file_sha256, make_folder
 from unet_tf.files import write_json
@@ -76,6 +101,10 @@ def build_parser():
                       help="compare masks at each photo's own size, predicted as predict and the "
                            "export do (always so for --resize none models; default: at the "
                            "model's size, as training's validation)")
+    data.add_argument("--group-by", metavar="REGEX",
+                      help="also score each group of photos: the first match of this regular "
+                           "expression in a file stem (its group 1 if it has one), or breed for "
+                           "the Oxford-IIIT Pet breed; e.g. --group-by 'patient(\\d+)'")
     output = parser.add_argument_group("output")
     output.add_argument("--json", help="a new file for the metrics, or an earlier report to "
                                        "replace (default: beside the model, named after the split)")
@@ -116,9 +145,24 @@ def _main(argv) -> int:
     outputs = _outputs(json_path)
     check_report_file(json_path, outputs.values())
     print(data.summary(split, config.class_names))
+    raw, per_image = None, None
+    if scores_objects(config):  # objects too: one prediction gives the masks and the objects
+        true, shapes = true_objects(config, split, full)
+        separation = instances.classes_for_separation(config.class_names)
+        min_size = recorded_min_size(info.metrics)
+        sizes = min_sizes(min_size, shapes, None if full else Policy.from_config(config))
+        raw, predicted_objects = predict_objects(model, split.images, separation, sizes,
+                                                 args.tta, policy)
+        per_image = [instances.object_scores(t, p) for t, p in zip(true, predicted_objects)]
     report, cm, predicted = evaluate_split(model, split, config.class_names, steps, args.tta,
-                                           policy)
+                                           policy, predicted=raw)
+    if per_image is not None:
+        report["objects"] = object_report(per_image, separation, min_size)
     report["chose_the_model"] = chose_the_model(info.config, args.split)
+    if args.group_by:
+        groups = data.example_groups(dataclasses.replace(config, group_by=args.group_by),
+                                     split.names)
+        report["groups"] = group_scores(groups, split.masks, predicted, config.class_names)
     report = {"format": REPORT_FORMAT, **report, "resolution": "full" if full else "model",
               "policy": (policy or info.policy).to_dict(), "model": str(model_path),
               "dataset": config.dataset, "data_dir": config.data_dir,
@@ -127,14 +171,19 @@ def _main(argv) -> int:
     written = report_page.write_evaluation_files(
         outputs, report, cm, split, predicted, config.class_names, args.worst, args.report,
         curves=model_path.with_name("curves.png"),  # the model's run, when it has one
-        title=f"{model_path.parent.name}: {report['split']}", config=info.config)
+        title=f"{model_path.parent.name}: {report['split']}", config=info.config,
+        rows=per_image_scores(split.names, split.masks, predicted, config.class_names, per_image))
     # The files' checksums: a later evaluate replaces them only while they are these.
-    report["files_sha256"] = {path.name: file_sha256(path) for path in written}
+    report["files_sha256"] = {path.name: file_sha256(path) for path in written.values()}
     write_json(json_path, report)
     print(format_report(report, config.class_names))
+    if "objects" in report:
+        print(format_objects(report["objects"]))
+    if args.group_by:
+        print(format_groups(report["groups"], config.class_names))
     print(f"metrics: {json_path}")
-    for path in written:
-        print(f"{report_page.FILES[path.name[len(json_path.stem) + 1:]]}: {path}")
+    for kind, path in written.items():
+        print(f"{report_page.FILES[kind]}: {path}")
     return 0
 
 

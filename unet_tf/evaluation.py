@@ -18,12 +18,18 @@ import dataclasses
 import keras
 import numpy as np
 
-from unet_tf import data, metrics
+import tensorflow as tf
+
+from unet_tf import data, instances, metrics
 from unet_tf.inference import postprocess
 from unet_tf.config import Config, preset
-from unet_tf.data import Policy, Split
-from unet_tf.data.policy import NATIVE
+from unet_tf.data import Policy, Split, geometry
+from unet_tf.data.decoding import nearest_indices, read_instances
+from unet_tf.data.policy import NATIVE, PAD, SQUASH
+from unet_tf.data.preprocess import normalize
 from unet_tf.inference import predict_masks
+from unet_tf.inference.segment import class_probabilities, segment
+from unet_tf.progress import progress
 from unet_tf.run.model_file import RunInfo
 
 
@@ -102,11 +108,13 @@ def binary_scores(true_masks, predicted_masks, pet_classes) -> dict:
 
 
 def evaluate_split(model: keras.Model, split: Split, class_names, steps=(),
-                   tta: bool = False, policy: Policy | None = None) -> tuple:
+                   tta: bool = False, policy: Policy | None = None, predicted=None) -> tuple:
     """(report, confusion matrix, predicted masks) of a model on a split: at the model's size
     when the split holds photos fitted to it, at each photo's size (through `policy`) when it
-    holds photos of any sizes."""
-    predicted = predict_masks(model, split.images, tta=tta, policy=policy)
+    holds photos of any sizes. `predicted`: the model's raw masks of the split when already
+    predicted (`predict_objects`), before any post-processing `steps`."""
+    if predicted is None:
+        predicted = predict_masks(model, split.images, tta=tta, policy=policy)
     if steps:
         predicted = [postprocess.postprocess(m, class_names, steps) for m in predicted]
     if not isinstance(split.images, list):
@@ -120,6 +128,38 @@ def evaluate_split(model: keras.Model, split: Split, class_names, steps=(),
         report["pet_vs_background"] = binary_scores(split.masks, predicted,
                                                     postprocess.pet_classes(class_names))
     return report, cm, predicted
+
+
+def group_scores(groups, true_masks, predicted_masks, class_names) -> dict:
+    """Scores per group of images (`groups`: the group of each image, as `--group-by` finds it):
+    {group: {"examples", "dice", "iou", "mean_dice", "mean_iou", "pixel_accuracy"} and, where
+    the classes have a background, "pet_vs_background"}, each pooled over the group's pixels as
+    the dataset-level scores are; groups in name order."""
+    members = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    out = {}
+    for group in sorted(members):
+        true = [true_masks[i] for i in members[group]]
+        predicted = [predicted_masks[i] for i in members[group]]
+        cm = sum(metrics.confusion_matrix(t, p, len(class_names)) for t, p in zip(true, predicted))
+        out[group] = {"examples": len(true), **metrics.scores_from_confusion(cm, class_names)}
+        if "background" in class_names:
+            out[group]["pet_vs_background"] = binary_scores(
+                true, predicted, postprocess.pet_classes(class_names))
+    return out
+
+
+def format_groups(groups: dict, class_names) -> str:
+    """The per-group scores as a short table: photos and the objects' (or mean) Dice per group."""
+    binary = "background" in class_names
+    heading = f"{objects_name(class_names)} vs background Dice" if binary else "mean Dice"
+    width = max(12, *(len(str(g)) + 2 for g in groups))
+    rows = [f"{'group':<{width}}{'photos':>7}  {heading}"]
+    for group, scores in groups.items():
+        dice = scores["pet_vs_background"]["dice"] if binary else scores["mean_dice"]
+        rows.append(f"{group:<{width}}{scores['examples']:>7}  {_fmt(dice)}")
+    return "\n".join(rows)
 
 
 def objects_name(class_names) -> str:
@@ -146,12 +186,14 @@ def score_column(class_names) -> str:
     return "foreground_dice" if "background" in class_names else "mean_dice"
 
 
-def per_image_scores(names, true_masks, predicted_masks, class_names) -> list:
+def per_image_scores(names, true_masks, predicted_masks, class_names, objects=None) -> list:
     """One row per image (a dict, in split order): file, height, width, Dice and IoU of every
     class (None where the class is neither true nor predicted in the image), the score that ranks
-    photos (`score_column`: objects vs background Dice, or the mean Dice) and pixel accuracy."""
+    photos (`score_column`: objects vs background Dice, or the mean Dice) and pixel accuracy;
+    with `objects` (each image's `instances.object_scores`, labels instance) also the columns of
+    `OBJECT_COLUMNS`: true and predicted object counts, F1 at IoU 0.5, panoptic quality, AP."""
     rows = []
-    for name, true, predicted in zip(names, true_masks, predicted_masks):
+    for index, (name, true, predicted) in enumerate(zip(names, true_masks, predicted_masks)):
         true, predicted = np.asarray(true), np.asarray(predicted)
         scores = metrics.scores_from_confusion(
             metrics.confusion_matrix(true, predicted, len(class_names)), class_names)
@@ -160,12 +202,25 @@ def per_image_scores(names, true_masks, predicted_masks, class_names) -> list:
                      **{f"iou_{c}": scores["iou"][c] for c in class_names},
                      score_column(class_names): photo_score(true, predicted, class_names)[1],
                      "pixel_accuracy": scores["pixel_accuracy"]})
+        if objects is not None:
+            rows[-1].update({column: objects[index][key]
+                             for column, key in OBJECT_COLUMNS.items()})
     return rows
+
+
+# The per-image CSV's object columns (labels instance): column -> `instances.object_scores` key.
+OBJECT_COLUMNS = {"true_count": "true", "predicted_count": "predicted", "f1_50": "f1", "pq": "pq",
+                  "ap": "ap"}
 
 
 def worst_first(rows: list, count: int, column: str) -> list:
     """The indices of the `count` rows lowest in `column`, lowest first (ties in file order)."""
     return sorted(range(len(rows)), key=lambda i: (rows[i][column], i))[:count]
+
+
+def photo_title(row: dict, column: str) -> str:
+    """A photo's title in pictures: the file of a per-image `row` and its score in `column`."""
+    return f"{row['file']}\n{column} {row[column]:.3f}"
 
 
 def format_report(report: dict, class_names) -> str:
@@ -191,3 +246,155 @@ def format_report(report: dict, class_names) -> str:
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+# --- objects (labels instance) ------------------------------------------------------------------
+#
+# A labels-instance split holds the 3-class target (background, interior, boundary), not the
+# objects: the true objects are read again from the split's mask files (`read_instances`, as
+# training reads them) and fitted to the model as its masks were (nearest neighbour, squash or
+# pad), or kept as read at full resolution. The predicted objects are `instances.separate` of the
+# model's class probabilities, from the same prediction as the masks (`predict_objects`).
+
+
+def scores_objects(config: Config) -> bool:
+    """Whether evaluate scores objects as well as pixels: instance labels (the run's, or
+    --labels instance)."""
+    return config.labels == "instance"
+
+
+def example_files(config: Config, split: Split) -> list:
+    """The `data.ExampleFiles` (name, image, mask path) of each example of a local split, in its
+    order: a split read as `config.val_split` lists that split's files, the validation part
+    carved out of training (`data.load_splits`) the training split's."""
+    source = config.val_split if split.name == config.val_split else config.train_split
+    listed = {pair.name: pair for pair in data.list_files(config, source) or []}
+    missing = [name for name in split.names if name not in listed]
+    if missing:
+        raise data.DataError(f"split {split.name!r}: the files of {', '.join(missing[:5])} are "
+                             f"not among those of split {source!r}; cannot read their objects")
+    return [listed[name] for name in split.names]
+
+
+def fit_instances(labels: np.ndarray, policy: Policy) -> np.ndarray:
+    """An instance image [H, W] fitted to the model's square as the policy fits masks (squash, or
+    pad with background 0): nearest-neighbour sampling as tf.image.resize's, ids kept (int32)."""
+    height, width = labels.shape
+    size = policy.size
+    if policy.resize == SQUASH:
+        return labels[np.ix_(nearest_indices(height, size), nearest_indices(width, size))]
+    if policy.resize == PAD:
+        top, left, new_height, new_width = (
+            int(v) for v in geometry.letterbox_box(height, width, size))
+        fitted = np.zeros((size, size), np.int32)
+        fitted[top:top + new_height, left:left + new_width] = labels[
+            np.ix_(nearest_indices(height, new_height), nearest_indices(width, new_width))]
+        return fitted
+    raise ValueError(f"resize {policy.resize}: photos are scored at their own size, not fitted")
+
+
+def true_objects(config: Config, split: Split, full: bool) -> tuple:
+    """(instance images, native shapes) of a labels-instance split's examples, read again from
+    their mask files: as read with `full` (photos at their own size), else fitted to the model
+    as the split's masks are (`Policy.from_config(config)`)."""
+    policy = None if full else Policy.from_config(config)
+    labels, shapes = [], []
+    for pair in example_files(config, split):
+        _, read, reason = read_instances(pair.image, pair.mask)
+        if reason:
+            raise data.DataError(f"{pair.name}: {reason}")
+        shapes.append(read.shape)
+        labels.append(read if policy is None else fit_instances(read, policy))
+    for name, fitted, mask in zip(split.names, labels, split.masks):
+        if fitted.shape != np.shape(mask):
+            raise data.DataError(f"{name}: its objects are {fitted.shape} but its mask "
+                                 f"{np.shape(mask)}")
+    return labels, shapes
+
+
+def training_min_object_size(config: Config, train_split: Split) -> int | None:
+    """The `min_object_size` a labels-instance run records (pixels at the photos' own size): from
+    its training objects, read again from their mask files (`instances.min_object_size`)."""
+    labels = []
+    for pair in example_files(config, train_split):
+        _, read, reason = read_instances(pair.image, pair.mask)
+        if not reason:  # unusable pairs were named and skipped when the split was read
+            labels.append(read)
+    return instances.min_object_size(labels)
+
+
+def recorded_min_size(metrics_record: dict):
+    """The `min_object_size` (pixels at the photos' own size) a run's metrics.json records: a
+    positive whole number, else None."""
+    value = (metrics_record or {}).get("min_object_size")
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1
+          and float(value).is_integer())
+    return int(value) if ok else None
+
+
+def min_sizes(min_size, shapes, policy: Policy | None) -> list:
+    """`separate`'s min_size for each image: `min_size` (pixels at the photo's own size) as it is
+    at full resolution (`policy` None), else scaled by the area the photo takes once fitted to the
+    model (squash: the square; pad: its letterboxed part), at least 1; None without one."""
+    if min_size is None:
+        return [None] * len(shapes)
+    if policy is None:
+        return [min_size] * len(shapes)
+    sizes = []
+    for height, width in shapes:
+        if policy.resize == PAD:
+            _, _, new_height, new_width = (
+                int(v) for v in geometry.letterbox_box(height, width, policy.size))
+        else:
+            new_height = new_width = policy.size
+        sizes.append(max(1, int(round(min_size * new_height * new_width / (height * width)))))
+    return sizes
+
+
+def predict_objects(model: keras.Model, images, separation: dict, sizes, tta: bool = False,
+                    policy: Policy | None = None, batch_size: int = 32) -> tuple:
+    """(masks, predicted instance images) of a split's images from one prediction: the masks as
+    `predict_masks` gives them (the argmax of the class probabilities, at the model's size or
+    through `policy` at each photo's), the instances `instances.separate` of the same
+    probabilities with `separation` (`instances.classes_for_separation`) and each image's min
+    size from `sizes`."""
+    labels = []
+    if isinstance(images, (list, tuple)):
+        step = tf.function(lambda image: [t[0] for t in segment(model, image[None], tta, policy)],
+                           input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+        masks = []
+        for image, size in zip(progress(images, "predict", unit="img"), sizes):
+            mask, probabilities = step(image)
+            masks.append(mask.numpy())
+            labels.append(instances.separate(probabilities.numpy(), size, **separation))
+        return masks, labels
+    batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(normalize)
+    step = tf.function(lambda batch: class_probabilities(model, batch, tta))
+    masks = []
+    for batch in progress(batches, "predict", total=-(-len(images) // batch_size), unit="batch"):
+        probabilities = step(batch).numpy()
+        masks.append(np.argmax(probabilities, axis=-1))
+        for one in probabilities:
+            labels.append(instances.separate(one, sizes[len(labels)], **separation))
+    return np.concatenate(masks), labels
+
+
+def object_report(per_image: list, separation: dict, min_size) -> dict:
+    """The JSON report's "objects": `instances.aggregate_scores` of the images' object scores
+    (counts summed, then the ratios), how objects were separated and the min size asked for
+    (pixels at the photos' own size, as the run records it; None: none)."""
+    return {"separation": separation["method"], "min_object_size": min_size,
+            **instances.aggregate_scores(per_image)}
+
+
+def format_objects(objects: dict) -> str:
+    """A few lines of the object scores."""
+    size = objects.get("min_object_size")
+    return "\n".join([
+        f"objects ({objects['separation']}, min size "
+        f"{f'{size} px of the photo' if size else 'none'}): "
+        f"{objects['true']} true, {objects['predicted']} predicted; at IoU 0.5: "
+        f"{objects['tp']} matched, precision {_fmt(objects['precision'])}, recall "
+        f"{_fmt(objects['recall'])}, F1 {_fmt(objects['f1'])}",
+        f"objects: mean matched IoU {_fmt(objects['mean_matched_iou'])}, panoptic quality "
+        f"{_fmt(objects['pq'])}, AP@[0.5:0.95] {_fmt(objects['ap'])}"])

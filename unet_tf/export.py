@@ -2,6 +2,7 @@ r"""Export a trained model as a TF SavedModel that takes raw pixels (and optiona
 
     python -m unet_tf.export --model runs/RUN/model.keras --out exports/pets --tta
     python -m unet_tf.export --model runs/RUN/model.keras --out exports/lite --tflite --quantize
+    python -m unet_tf.export --model runs/RUN/model.keras --out exports/onnx --onnx
     saved_model_cli show --dir exports/pets --all
 
 The SavedModel's signatures put the preprocessing inside the graph, so a client sends pixels and
@@ -22,12 +23,20 @@ masks), the input size, the label mode, the training configuration and the valid
 [1, S, S, classes]: resize and scale on the device);
 `--quantize` also writes `model_quantized.tflite` (dynamic-range int8 weights). Both run in LiteRT
 (`pip install "unet_tf[litert]"`), the runtime phones and boards load them with.
+`--onnx` adds `model.onnx` (`pip install "unet_tf[onnx]"`, converted by tf2onnx): `images` uint8
+[batch, S, S, 3] in, the scaling to [0, 1] inside, `mask` int32 [batch, S, S] and `probabilities`
+float32 [batch, S, S, classes] out, for ONNX Runtime, TensorRT or OpenVINO. S is the model's size:
+the client fits each photo to it as metadata.json's `policy` says (squash: a bilinear resize);
+a model trained with `--resize none` takes any size whose sides are multiples of 32. Its opset and
+input and output names are in metadata.json under `onnx`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -39,15 +48,18 @@ import tensorflow as tf
 import unet_tf  # noqa: F401  (registers the custom losses and metrics for loading)
 from unet_tf import plots, serving
 from unet_tf.cli import command_parser, positive_int, run_command
+from unet_tf.data import normalize
+from unet_tf.errors import UserError
 from unet_tf.images import MAX_PIXELS
-from unet_tf.model import all_layers
+from unet_tf.inference import class_probabilities
+from unet_tf.model import all_layers, flexible_twin
 from unet_tf.run.outputs import (
     EXPORT_FORMAT,
     check_export_folder,
     default_mode_folder,
     make_folder,
 )
-from unet_tf.files import atomic_write_bytes
+from unet_tf.files import atomic_write_bytes, write_json
 from unet_tf.run.model_file import RunInfo, load_model_safely
 
 
@@ -60,7 +72,6 @@ def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool =
     as `evaluate --tta` and `predict --tta` do. Images above `max_pixels` are refused.
     """
     archive = keras.export.ExportArchive()
-    archive.track(model)
     policy = info.policy
     functions = dict(zip(serving.SIGNATURES, serving.signatures(model, tta, max_pixels, policy)))
     for name, signature in serving.SIGNATURES.items():
@@ -154,6 +165,90 @@ def export_tflite(model: keras.Model, path: Path, quantize: bool = False) -> Pat
     return path
 
 
+ONNX_OPSET = 17  # what ONNX Runtime, TensorRT and OpenVINO all take
+
+
+class OnnxConversionError(UserError):
+    """A model tf2onnx cannot convert (an operation without an ONNX counterpart)."""
+
+
+def onnx_model(model: keras.Model, policy) -> tuple:
+    """(the ONNX model as bytes, what metadata.json records of it) for `model` with its input
+    scaling: uint8 `images` in, `mask` and `probabilities` out (see the module's help). A
+    TensorFlow operation that does not convert is named, with its layer, in an
+    OnnxConversionError."""
+    try:
+        import tf2onnx
+    except ImportError:
+        raise UserError('--onnx needs tf2onnx and onnx: pip install "unet_tf[onnx]"') from None
+    model = float32_copy(model)
+    if policy.native:  # photos at their own size: the same U-Net, any multiple of 32
+        model = flexible_twin(model)
+    side = model.input_shape[1]
+    spec = tf.TensorSpec([None, side, side, 3], tf.uint8, name="images")
+
+    @tf.function(input_signature=[spec])
+    def segment_pixels(images):
+        probabilities = class_probabilities(model, normalize(images))
+        return {"mask": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
+                "probabilities": probabilities}
+
+    unconverted = _ErrorRecords()
+    logger = logging.getLogger("tf2onnx")
+    logger.addHandler(unconverted)
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # its progress lines are not the user's business
+    try:
+        proto, _ = tf2onnx.convert.from_function(segment_pixels, input_signature=[spec],
+                                                 opset=ONNX_OPSET)
+    except Exception as error:  # tf2onnx raises what its op handlers raise
+        raise OnnxConversionError(f"model.onnx not written: tf2onnx {tf2onnx.__version__} failed "
+                                  f"at opset {ONNX_OPSET}: {error}") from error
+    finally:
+        logger.removeHandler(unconverted)
+        logger.setLevel(level)
+    if unconverted.unsupported:
+        node, op = unconverted.unsupported[0]
+        layer = _layer_of(node, model)
+        raise OnnxConversionError(
+            f"model.onnx not written: layer {layer} uses TensorFlow's {op}, which tf2onnx "
+            f"{tf2onnx.__version__} cannot express in ONNX opset {ONNX_OPSET} ({node}; "
+            f"{len(unconverted.unsupported)} unsupported operation(s) in all)")
+    size = "height, width" if side is None else f"{side}, {side}"
+    metadata = {
+        "file": "model.onnx", "opset": ONNX_OPSET, "converter": f"tf2onnx {tf2onnx.__version__}",
+        "inputs": {item.name: f"uint8 [batch, {size}, 3]" for item in proto.graph.input},
+        "outputs": {item.name: (f"int32 [batch, {size}]" if item.name == "mask" else
+                                f"float32 [batch, {size}, classes]")
+                    for item in proto.graph.output},
+        "fit": ("any height and width that are multiples of 32" if side is None else
+                f"photos fitted to {side} x {side} as `policy` says"),
+    }
+    return proto.SerializeToString(), metadata
+
+
+def _layer_of(node: str, model: keras.Model) -> str:
+    """The model's layer a converted graph's node comes from (its name), or the node's name."""
+    names = {layer.name for layer in all_layers(model)}
+    for part in reversed(node.split("/")):
+        for name in (part, re.sub(r"_\d+$", "", part)):  # scopes get a "_1" when traced
+            if name in names:
+                return name
+    return node
+
+
+class _ErrorRecords(logging.Handler):
+    """tf2onnx's "op is not supported" errors, as (node, op) pairs: it logs them and carries on."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.unsupported = []
+
+    def emit(self, record):
+        if record.msg == "Tensorflow op [%s: %s] is not supported":
+            self.unsupported.append(record.args)
+
+
 def tflite_interpreter(path, num_threads: int | None = None):
     """An interpreter of a .tflite file, tensors allocated: LiteRT's (the ai-edge-litert package,
     what phones and boards run the file with), or where that is not installed TensorFlow's own,
@@ -193,6 +288,10 @@ def build_parser():
     output.add_argument("--tflite", action="store_true", help="also write model.tflite (float32)")
     output.add_argument("--quantize", action="store_true",
                         help="with --tflite: also write model_quantized.tflite (dynamic range)")
+    output.add_argument("--onnx", action="store_true",
+                        help="also write model.onnx for ONNX Runtime, TensorRT or OpenVINO "
+                             "(uint8 pixels at the model's size in; needs pip install "
+                             '"unet_tf[onnx]")')
     return parser
 
 
@@ -202,18 +301,31 @@ def _main(argv) -> int:
     out = Path(args.out)
     check_export_folder(out, force=args.force)  # before any work
     model, info = load_model_safely(args.model)
-    parts = 1 + bool(args.tflite or args.quantize) + bool(args.quantize)
-    print(f"export 1/{parts}: the SavedModel (tracing both signatures, then writing)",
+    parts = 1 + bool(args.tflite or args.quantize) + bool(args.quantize) + args.onnx
+    step = iter(range(1, parts + 1))
+    onnx = None
+    if args.onnx:  # first: the conversion that can fail, before anything is written
+        print(f"export {next(step)}/{parts}: ONNX (tf2onnx, opset {ONNX_OPSET})",
+              file=sys.stderr, flush=True)
+        onnx = onnx_model(model, info.policy)
+    print(f"export {next(step)}/{parts}: the SavedModel (tracing both signatures, then writing)",
           file=sys.stderr, flush=True)
     export_saved_model(model, out, info, tta=args.tta, max_pixels=args.max_pixels)
     print(f"SavedModel: {out} (signatures serving_default, serve_bytes; classes "
           f"{', '.join(info.class_names)}{'; flip test-time augmentation' if args.tta else ''})")
+    if onnx is not None:
+        content, described = onnx
+        atomic_write_bytes(out / described["file"], content)
+        metadata = json.loads((out / "metadata.json").read_text())
+        write_json(out / "metadata.json", {**metadata, "onnx": described})
+        print(f"ONNX (opset {ONNX_OPSET}): {out / described['file']} "
+              f"({len(content) / 2**20:.1f} MiB)")
     if args.tflite or args.quantize:
-        print(f"export 2/{parts}: TFLite float32", file=sys.stderr, flush=True)
+        print(f"export {next(step)}/{parts}: TFLite float32", file=sys.stderr, flush=True)
         path = export_tflite(model, out / "model.tflite")
         print(f"TFLite float32: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
         if args.quantize:
-            print(f"export 3/{parts}: TFLite quantized", file=sys.stderr, flush=True)
+            print(f"export {next(step)}/{parts}: TFLite quantized", file=sys.stderr, flush=True)
             path = export_tflite(model, out / "model_quantized.tflite", quantize=True)
             print(f"TFLite dynamic-range quantized: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0

@@ -4,7 +4,9 @@ Photographs arrive as JPEG (RGB, grayscale or CMYK), PNG (RGB, RGBA, palette, 16
 often under the wrong extension: the file's content decides, never its name. A photo (or mask)
 with an EXIF orientation is turned upright first, as viewers and labelling tools show it, so a
 mask drawn on what the photo shows fits it. Every reader returns a uint8 array or raises
-`ImageReadError` naming the file and the reason.
+`ImageReadError` naming the file and the reason. A photo with more than 8 bits a channel
+(microscopy, scientific cameras) is stretched to 8 bits by `to_uint8`, the one rule training,
+evaluation and predict share.
 """
 
 from __future__ import annotations
@@ -68,14 +70,124 @@ def _open(path, max_pixels: int):
         raise ImageReadError(f"{path}: not a readable image ({error})") from None
 
 
+# Pillow's modes of a single-channel photo with more than 8 bits: 16-bit, 32-bit int, float.
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# The percentiles of a deep photo's values that become 0 and 255 (as cellpose and StarDist
+# normalise fluorescence images, per image).
+LOW_PERCENTILE, HIGH_PERCENTILE = 0.1, 99.9
+
+
+def to_uint8(array) -> np.ndarray:
+    """A photo's pixels as uint8, the one rule every path (training, evaluation, predict) uses.
+
+    uint8 comes back unchanged (the same array). Any other dtype (16-bit, 32-bit, float: more
+    than 8 bits a channel) is stretched per image: its 0.1st percentile value becomes 0 and its
+    99.9th 255, linearly, clipped outside, rounded to the nearest integer:
+    `rint(clip((v - low) / (high - low), 0, 1) * 255)`, in float64. The percentiles are taken over
+    all the values of the array together, every channel of an RGB photo at once, so that its
+    colour balance is kept. A constant image (low == high) gives zeros; values that are not
+    finite (NaN, inf in a float TIFF) are left out of the percentiles and give 0."""
+    array = np.asarray(array)
+    if array.dtype == np.uint8:
+        return array
+    values = array.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        sample = values[finite]
+        values = np.where(finite, values, 0.0)
+    else:
+        sample = values
+    if sample.size == 0:
+        return np.zeros(array.shape, np.uint8)
+    low, high = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    if not high > low:
+        return np.zeros(array.shape, np.uint8)
+    stretched = np.rint(np.clip((values - low) / (high - low), 0.0, 1.0) * 255.0)
+    stretched[~finite] = 0
+    return stretched.astype(np.uint8)
+
+
+def png_bit_depth(path) -> int | None:
+    """The bits a channel of a PNG file (1, 2, 4, 8 or 16) from its header, or None for a file
+    that is not a PNG."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24]
+
+
+def _tiff_bits(image) -> int:
+    """The most bits a sample of an open TIFF (8 for any other format)."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None:
+        return 8
+    bits = tags.get(258, 8)  # BitsPerSample
+    return max(bits) if isinstance(bits, tuple) else int(bits)
+
+
+_TRANSPOSES = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+               6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+               8: Image.Transpose.ROTATE_90}  # as ImageOps.exif_transpose turns them
+
+
+def _deep_colour(path, image) -> np.ndarray | None:
+    """The full-depth pixels [H, W, C] of a colour (or grey + alpha) photo with more than 8 bits
+    a channel that Pillow reads truncated to 8 (16-bit RGB/RGBA/grey-alpha PNG, 16-bit colour
+    TIFF), upright and without alpha (composited over white); None for any other photo."""
+    if image.mode in DEEP_MODES:
+        return None
+    with Image.open(path) as raw:
+        depth = png_bit_depth(path) if raw.format == "PNG" else None
+        tiff_bits = _tiff_bits(raw) if raw.format == "TIFF" else 8
+        turn = orientation(raw)
+    if depth == 16:
+        import tensorflow as tf  # the one decoder here that keeps 16-bit colour PNG values
+
+        values = tf.io.decode_png(Path(path).read_bytes(), channels=0, dtype=tf.uint16).numpy()
+    elif tiff_bits > 8:
+        import tifffile  # installed with scikit-image
+
+        values = np.asarray(tifffile.imread(path, key=0))
+        if values.ndim == 3 and values.shape[0] in (2, 3, 4) and values.shape[-1] > 4:
+            values = np.moveaxis(values, 0, -1)  # stored plane by plane
+    else:
+        return None
+    if values.ndim == 2:
+        values = values[..., None]
+    if turn != 1:
+        values = np.stack([np.asarray(Image.fromarray(values[..., c].astype(np.float32))
+                                      .transpose(_TRANSPOSES[turn])).astype(values.dtype)
+                           for c in range(values.shape[-1])], axis=-1)
+    if values.shape[-1] in (2, 4):  # alpha: over white, as viewers show it
+        white = (np.iinfo(values.dtype).max if np.issubdtype(values.dtype, np.integer)
+                 else 1.0)
+        alpha = values[..., -1:].astype(np.float64) / white
+        values = values[..., :-1].astype(np.float64) * alpha + white * (1.0 - alpha)
+    return values
+
+
 def read_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """The first frame of an image file as uint8 RGB [height, width, 3]."""
+    """The first frame of an image file as uint8 RGB [height, width, 3].
+
+    8-bit photos are read as Pillow reads them, unchanged. A photo with more than 8 bits a
+    channel (16-bit grey or colour PNG, 16-bit, 32-bit or float TIFF: microscopy often stores
+    12-bit camera values 0..4095 in 16 bits) is stretched per image by `to_uint8`: its 0.1st
+    percentile value becomes 0 and its 99.9th 255, linearly, clipped outside (a constant image:
+    all 0); over all channels together for colour, which keeps its colour balance. Training,
+    evaluation and predict read every photo through here, so they see the same pixels."""
     image = _open(path, max_pixels)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit grayscale: keep the top 8 bits instead of letting convert() clip at 255.
-        values = np.asarray(image, dtype=np.uint32)
-        values = (values >> 8) if values.max() > 255 else values
-        return np.repeat(values.astype(np.uint8)[..., None], 3, axis=-1)
+    if image.mode in DEEP_MODES:
+        grey = to_uint8(np.asarray(image))
+        return np.repeat(grey[..., None], 3, axis=-1)
+    deep = _deep_colour(path, image)
+    if deep is not None:
+        pixels = to_uint8(deep)
+        return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels[..., :3]
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels over white, as a viewer would show them.
         rgba = image.convert("RGBA")
@@ -145,5 +257,22 @@ def write_png(path, array: np.ndarray, palette: np.ndarray | None = None) -> Non
     image = Image.fromarray(np.asarray(array, dtype=np.uint8))
     if palette is not None:
         image.putpalette(np.asarray(palette, np.uint8).reshape(-1).tobytes())  # "L" becomes "P"
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+MAX_LABEL = 65535  # the highest id a 16-bit label PNG holds
+
+
+def write_label_png(path, labels: np.ndarray) -> None:
+    """Writes an instance (label) image, ints [H, W] from 0 to 65535, as a 16-bit grayscale PNG
+    (Pillow's mode "I;16"; it reads back as the same values), through a temporary file."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels {labels.dtype} {labels.shape}: expected an int image [H, W]")
+    if labels.size and (labels.min() < 0 or labels.max() > MAX_LABEL):
+        raise ValueError(f"labels from {labels.min()} to {labels.max()}: a 16-bit PNG holds "
+                         f"0 to {MAX_LABEL}")
+    image = Image.fromarray(labels.astype(np.uint16))
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")

@@ -110,7 +110,7 @@ def check_runtime() -> None:
 def show_examples(split: data.Split, class_names, count: int = 3, model=None) -> None:
     """Shows `count` examples of a split: photo, true mask and the truth laid over the photo; with
     `model`, the model's mask in place of the overlay (before training: noise)."""
-    picks = np.linspace(0, len(split) - 1, min(count, len(split))).astype(int)
+    picks = plots.spread(len(split), count)
     images = [split.images[i] for i in picks]
     masks = [split.masks[i] for i in picks]
     if model is not None:

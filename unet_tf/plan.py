@@ -80,8 +80,9 @@ class Plan:
         per epoch (and the epochs of --train-steps) follow the examples there are."""
         if train_examples == self.train_examples:
             return self
+        planned = _schedule(self.config, self.train_examples, self.replicas)[2]
         steps, config, note = _schedule(self.config, train_examples, self.replicas)
-        notes = tuple(n for n in self.notes if not n.startswith("--train-steps"))
+        notes = tuple(n for n in self.notes if n != planned)
         return dataclasses.replace(
             self, config=config, train_examples=train_examples, steps_per_epoch=steps,
             notes=notes + ((note,) if note else ()) + (
@@ -119,7 +120,8 @@ class Plan:
         source = c.dataset + (f" from {c.data_dir}" if c.data_dir else "")
         validation = ("none (--val-split none)" if self.val_examples is None else
                       f"{self.val_examples} examples ("
-                      + (f"{c.validation_fraction:.0%} of {c.train_split}, by name)"
+                      + (f"{c.validation_fraction:.0%} of {c.train_split}, "
+                         f"{f'whole groups by --group-by {c.group_by}' if c.group_by else 'by name'})"
                          if c.validation_fraction else f"{c.val_split})"))
         if policy.native:
             fit = (f"native resolution x {c.scale:g}, {c.patch_size or c.model_size} px crops "
@@ -162,13 +164,23 @@ def make_plan(config: Config, strategy=None) -> Plan:
     strategy, when one is made already). Reads the lists and folders of the data and the headers
     of local photos; decodes no photo except the few masks resize auto looks at; writes
     nothing."""
+    return plan_and_strategy(config, strategy)[0]
+
+
+def plan_and_strategy(config: Config, strategy=None) -> tuple:
+    """(`make_plan`'s plan, the tf.distribute strategy): `strategy` when given, else the one made
+    to count the replicas (multi_worker, tpu), else None (default and mirrored are counted without
+    making one)."""
     notes = []
     config = _with_seed(config, notes)
     if not data.policy.is_chosen(config):
         config, message = data.choose_resize(config, data.list_files(config, config.train_split))
         notes.append(message)
     config = dataclasses.replace(config, strategy=resolve_strategy(config.strategy))
-    replicas = strategy.num_replicas_in_sync if strategy is not None else _replicas(config)
+    if strategy is None:
+        replicas, strategy = _replicas(config)
+    else:
+        replicas = strategy.num_replicas_in_sync
     train_examples, val_examples, files = data.planned_sizes(config)
     steps, config, note = _schedule(config, train_examples, replicas)
     if note:
@@ -178,7 +190,7 @@ def make_plan(config: Config, strategy=None) -> Plan:
         config, mixed_precision=PRECISION_OPTIONS[training.precision_policy(config)],
         xla="on" if training.use_xla(config) else "off")
     return Plan(config, replicas, train_examples, val_examples, steps, cache_bytes, budget,
-                tuple(notes))
+                tuple(notes)), strategy
 
 
 def _with_seed(config: Config, notes: list) -> Config:
@@ -192,13 +204,15 @@ def _with_seed(config: Config, notes: list) -> Config:
     return dataclasses.replace(config, seed=seed)
 
 
-def _replicas(config: Config) -> int:
-    """Replicas of the strategy, counted without making it where that is possible."""
+def _replicas(config: Config) -> tuple:
+    """(replicas of the strategy, the strategy where it had to be made to count them, else
+    None): counted without making it where that is possible."""
     if config.strategy == "default":
-        return 1
+        return 1, None
     if config.strategy == "mirrored":
-        return max(len(tf.config.list_logical_devices("GPU")), 1)
-    return make_strategy(config.strategy).num_replicas_in_sync
+        return max(len(tf.config.list_logical_devices("GPU")), 1), None
+    strategy = make_strategy(config.strategy)
+    return strategy.num_replicas_in_sync, strategy
 
 
 def measure_step_seconds(plan: Plan, steps: int = 3) -> float:

@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
+from PIL import Image, ImageDraw, ImageFont
 
 from unet_tf.files import atomic_path
 
@@ -97,8 +98,6 @@ def classes_table(class_names) -> list:
 def legend_strip(class_names, width: int) -> np.ndarray:
     """A strip, uint8 [h, width, 3], naming the colour of every class but the background (which
     overlays leave untinted), wrapped onto as many lines as `width` needs."""
-    from PIL import Image, ImageDraw, ImageFont
-
     size = int(np.clip(width // 40, 10, 18))
     try:
         font = ImageFont.load_default(size=size)
@@ -284,6 +283,12 @@ def _class_dice_columns(history: dict, class_names=None) -> tuple:
     return None, None, []
 
 
+def spread(length: int, count: int) -> np.ndarray:
+    """Up to `count` indices spread evenly over `length` examples, the first and last included:
+    which photos of a split to show."""
+    return np.linspace(0, length - 1, min(count, length)).astype(int)
+
+
 def panels_figure(rows, titles, class_names, extra_legend=()) -> Figure:
     """A figure of rows of RGB pictures side by side, each with its title (`titles`: one list
     per row), and a legend of the class colours (and `extra_legend`'s patches) underneath."""
@@ -342,3 +347,31 @@ def confusion_figure(cm, class_names) -> Figure:
     ax.set_title("confusion matrix (row-normalized)")
     fig.tight_layout()
     return fig
+
+
+def instance_color(labels) -> np.ndarray:
+    """The outline colour of each object id, uint8 [..., 3]: the bright palette (BRIGHT) in id
+    order, cycling (objects 1, 2, ... get red, yellow, ...; ids that follow each other always
+    differ); id 0 (background) black."""
+    labels = np.asarray(labels)
+    colors = BRIGHT[(np.maximum(labels, 1) - 1) % len(BRIGHT)]
+    colors[labels == 0] = 0
+    return colors
+
+
+def instance_outlines(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The photo (uint8 [H, W, 3]) with each object of `labels` (int [H, W], 0 background)
+    outlined in its own colour (`instance_color`): the object's own pixels along its edge, so
+    touching objects show both outlines side by side (the image's edge is no outline). Lines are
+    1 pixel wide, 1 more per 600 pixels of the photo's shorter side."""
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    width = 1 + min(labels.shape) // 600  # outline width in pixels
+    # A pixel of an object is outline when another id lies within `width` pixels (a square).
+    highest = ndimage.maximum_filter(labels, size=2 * width + 1, mode="nearest")
+    lowest = ndimage.minimum_filter(labels, size=2 * width + 1, mode="nearest")
+    edges = (labels != 0) & (highest != lowest)
+    result = np.array(image, dtype=np.uint8, copy=True)
+    result[edges] = instance_color(labels[edges])
+    return result

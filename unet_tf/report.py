@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from unet_tf import plots
-from unet_tf.evaluation import SELECTION_NOTE, per_image_scores, score_column, worst_first
+from unet_tf.evaluation import (
+    SELECTION_NOTE,
+    per_image_scores,
+    photo_title,
+    score_column,
+    worst_first,
+)
 from unet_tf.files import atomic_path
 
 # What evaluate writes beside its JSON (as <json name>_<file>), and a run into its folder.
@@ -34,30 +40,29 @@ FILES = {"confusion.png": "confusion matrix", "per_image.csv": "per-image scores
 
 def write_evaluation_files(outputs: dict, report: dict, cm, split, predicted, class_names,
                            worst: int = 8, page: bool = True, curves=None, title: str = "",
-                           config: dict | None = None, rows: list | None = None) -> list:
+                           config: dict | None = None, rows: list | None = None) -> dict:
     """Writes the confusion matrix, the per-image table, the `worst` photos (none for 0) and with
     `page` the report page to `outputs`' paths (by kind, the keys of `FILES`), for the masks
     `predicted` of `split` scored in `report`; the page shows `curves` (a PNG) and `config` when
-    given. Returns the paths written."""
+    given. Returns the paths written, by kind, in the order written."""
     plots.plot_confusion(cm, class_names, outputs["confusion.png"])
     rows = rows or per_image_scores(split.names, split.masks, predicted, class_names)
     write_per_image_csv(outputs["per_image.csv"], rows)
     column = score_column(class_names)
-    written = [outputs["confusion.png"], outputs["per_image.csv"]]
+    written = {kind: outputs[kind] for kind in ("confusion.png", "per_image.csv")}
     pictures = [("learning curves", curves)] if curves else []
     if worst:
         picks = worst_first(rows, worst, column)
         plots.plot_worst([split.images[i] for i in picks], [split.masks[i] for i in picks],
                          [predicted[i] for i in picks], class_names,
-                         [f"{rows[i]['file']}\n{column} {rows[i][column]:.3f}" for i in picks],
-                         outputs["worst.png"])
-        written.append(outputs["worst.png"])
+                         [photo_title(rows[i], column) for i in picks], outputs["worst.png"])
+        written["worst.png"] = outputs["worst.png"]
         pictures.append((f"the {len(picks)} photos with the lowest {column}", outputs["worst.png"]))
     if page:
         write_report_page(outputs["report.html"], title, report, class_names, cm, rows, column,
                           pictures, config,
                           notes=[SELECTION_NOTE] if report.get("chose_the_model") else [])
-        written.append(outputs["report.html"])
+        written["report.html"] = outputs["report.html"]
     return written
 
 
@@ -88,7 +93,7 @@ def write_report_page(path, title: str, report: dict, class_names, confusion, ro
     for caption, picture in pictures:
         if Path(picture).is_file():
             sections.append(f"<h2>{html.escape(caption)}</h2>\n{_image(picture, caption)}")
-    order = sorted(range(len(rows)), key=lambda i: (rows[i][score_column], i))
+    order = worst_first(rows, len(rows), score_column)
     sections.append(_table_section([rows[i] for i in order], score_column))
     if config:
         sections.append("<h2>configuration</h2>\n<pre>"

@@ -8,8 +8,9 @@ width, classes]) through `inference.segment`, the path predict uses too. Memory 
 photo: an image above `max_pixels` is refused with an error naming the limit, and `serve_bytes`
 reads each image's size from its header first, so an oversized image is refused before it is
 decoded. Transparent PNG pixels are composited over white, as `predict` (Pillow) does. GIF, TIFF
-and WebP, which predict reads, are not decoded in the graph: send their pixels to
-`serving_default`. (A GIF's header gives the size of its screen, not of its frames, and
+and WebP, which predict reads, are not decoded in the graph, and 16-bit PNGs are refused (predict
+stretches each such image to 8 bits by its own percentiles: `images.to_uint8`): send their pixels
+to `serving_default`. (A GIF's header gives the size of its screen, not of its frames, and
 TensorFlow decodes every frame: its size cannot be checked before it is decoded.)
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from unet_tf.inference import segment
 
@@ -71,13 +73,27 @@ def check_pixels(height, width, max_pixels: int):
                 "export --max-pixels sets it); resize it first")
 
 
+def png_bit_depth(encoded):
+    """The bits per sample a PNG's header gives (int32), 8 for any other format."""
+    head = tf.io.decode_raw(tf.strings.substr(
+        tf.strings.join([encoded, tf.constant("\0" * _HEADER)]), 0, _HEADER), tf.uint8)
+    is_png = tf.reduce_all(tf.equal(head[:4], tf.constant((0x89, 0x50, 0x4E, 0x47), tf.uint8)))
+    return tf.where(is_png, tf.cast(head[24], tf.int32), 8)
+
+
 def decode(encoded, max_pixels: int):
-    """uint8 [H, W, 3] of one encoded image, refused before decoding when it is too large."""
+    """uint8 [H, W, 3] of one encoded image, refused before decoding when it is too large (or a
+    16-bit PNG, which predict stretches per image and TensorFlow would cut to its top byte)."""
     size = header_size(encoded)
     known = tf.debugging.assert_non_negative(
         size, message=f"not an image the SavedModel decodes ({', '.join(FORMATS)}); send its "
                       "pixels to serving_default instead")
-    with tf.control_dependencies([known, check_pixels(size[0], size[1], max_pixels)]):
+    eight_bits = tf.debugging.assert_less_equal(
+        png_bit_depth(encoded), 8,
+        message="a 16-bit PNG: serve_bytes decodes 8-bit images only; stretch it to 8 bits as "
+                "training and predict do (each image from its 0.1st to its 99.9th percentile "
+                "to 0..255) and send the pixels to serving_default")
+    with tf.control_dependencies([known, eight_bits, check_pixels(size[0], size[1], max_pixels)]):
         is_png = tf.strings.substr(encoded, 0, 4) == b"\x89PNG"
         is_jpeg = tf.strings.substr(encoded, 0, 3) == b"\xff\xd8\xff"
 
@@ -96,9 +112,29 @@ def decode(encoded, max_pixels: int):
         return tf.cond(is_png, png_over_white, lambda: tf.cond(is_jpeg, jpeg, other))
 
 
+class FrozenModel:
+    """A model's inference as one graph with its weights as constants: TensorFlow then folds each
+    batch normalization into the convolution before it and fuses the activations, which the
+    model's own graph (weights as variables) cannot. Same outputs, a quarter less time per photo
+    on a CPU. Called as the model is (`training=False` only), with its input and output shapes."""
+
+    def __init__(self, model: keras.Model):
+        self.input_shape, self.output_shape = model.input_shape, model.output_shape
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], model.inputs[0].dtype)
+        function = tf.function(lambda images: model(images, training=False))
+        self._graph = convert_variables_to_constants_v2(function.get_concrete_function(spec))
+
+    def __call__(self, images, training=False):
+        if training:
+            raise ValueError("a FrozenModel only infers")
+        (output,) = self._graph(images)
+        return output
+
+
 def signatures(model: keras.Model, tta: bool, max_pixels: int, policy=None) -> tuple:
     """(serving_default, serve_bytes) functions of `model`, to be traced with the input
     signatures `SIGNATURES` gives; photos meet the model as `policy` (data.Policy) says."""
+    model = FrozenModel(model)
 
     def serving_default(images):
         shape = tf.shape(images)

@@ -52,13 +52,19 @@ from unet_tf.distribute import (
     shard_by_data,
 )
 from unet_tf.data import Policy
-from unet_tf.evaluation import evaluate_split, per_image_scores, score_column
+from unet_tf.evaluation import (
+    evaluate_split,
+    per_image_scores,
+    photo_title,
+    score_column,
+    training_min_object_size,
+)
 from unet_tf.inference import predict_masks
 from unet_tf.model import set_encoder_trainable
 from unet_tf.previews import EpochPreview
 from unet_tf.run.log import HistoryLogger, TrainLog
 from unet_tf.run.resume import EpochState, ResumableEarlyStopping, truncate_history
-from unet_tf.plan import Plan, make_plan, measure_step_seconds
+from unet_tf.plan import Plan, make_plan, measure_step_seconds, plan_and_strategy
 from unet_tf.run import (
     BEST_EPOCH,
     CONFIG,
@@ -123,9 +129,11 @@ def _train(config: Config, run_dir, verbose, callbacks, resume: bool, splits, lo
     if splits is None:
         data.ensure_available(config)  # offline, the download fails in seconds
     saved = Path(run_dir or "") / PLAN
-    plan = Plan.load(saved) if resume and saved.is_file() else make_plan(config)
     if resume and saved.is_file():
+        plan, strategy = Plan.load(saved), None
         _check_unchanged(config, plan, Path(run_dir))
+    else:
+        plan, strategy = plan_and_strategy(config)  # the strategy, where planning made it
     config = plan.config
     print(plan.block())
     with open_run(config, run_dir, resume) as run:
@@ -136,7 +144,8 @@ def _train(config: Config, run_dir, verbose, callbacks, resume: bool, splits, lo
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
-        strategy = make_strategy(config.strategy)
+        if strategy is None:
+            strategy = make_strategy(config.strategy)
         if strategy.num_replicas_in_sync != plan.replicas:
             raise ConfigError(f"the plan of {run.path} is for {plan.replicas} replica(s); this "
                               f"machine has {strategy.num_replicas_in_sync}")
@@ -144,6 +153,8 @@ def _train(config: Config, run_dir, verbose, callbacks, resume: bool, splits, lo
         for split in (train_split, val_split):
             if split is not None:
                 print(data.summary(split, config.class_names))
+        if groups := data.groups_line(config, train_split, val_split):  # with --group-by
+            print(groups)
         if len(train_split) != plan.train_examples:
             plan = plan.with_usable(len(train_split))
             print(plan.notes[-1])
@@ -370,12 +381,26 @@ def _finish(run: Run, model, config: Config, strategy, kit: Callbacks, splits: t
         write_unvalidated_reports(model, run.path, config, train_split, history, seconds, averaged)
     else:
         write_reports(model, run.path, config, val_split, history, best, seconds, averaged)
+    if config.labels == "instance":
+        _record_min_object_size(run.path, config, train_split)
     kit.owner.finish()
     if diverged:
         raise TrainingDiverged(
             f"the loss became NaN or infinite in epoch {len(history['loss']) + 1}; training "
             f"stopped. The best model (epoch {best}) is kept in {run.path / MODEL} and its "
             f"reports are written. {DIVERGED_ADVICE}")
+
+
+def _record_min_object_size(run: Path, config: Config, train_split) -> None:
+    """Adds to metrics.json the smallest object predict and evaluate keep when they separate
+    objects (`min_object_size`, chosen from the training objects), and says it."""
+    size = training_min_object_size(config, train_split)
+    metrics_path = run / METRICS
+    write_json(metrics_path, {**json.loads(metrics_path.read_text()), "min_object_size": size})
+    if size is not None:
+        print(f"objects: fragments under {size} px are merged into a touching object or dropped "
+              "when objects are separated (a quarter of the 5th-percentile training object; "
+              "predict --min-object-size overrides it)")
 
 
 def _average_weights(model, averager, run: Run, config: Config, train_split, val_split) -> dict:
@@ -434,14 +459,13 @@ def write_reports(model, run: Path, config: Config, val_split, history: dict, be
     write_json(run / METRICS, report)
     plots.plot_curves(history, run / "curves.png", best, averaged and averaged["epochs"],
                       config.class_names)
-    picks = _spread(len(val_split), PREDICTION_EXAMPLES)
+    picks = plots.spread(len(val_split), PREDICTION_EXAMPLES)
     rows = per_image_scores(val_split.names, val_split.masks, predicted, config.class_names)
     column = score_column(config.class_names)
     plots.plot_predictions([val_split.images[i] for i in picks],
                            [val_split.masks[i] for i in picks], [predicted[i] for i in picks],
                            config.class_names, run / "predictions.png",
-                           titles=[f"{rows[i]['file']}\n{column} {rows[i][column]:.3f}"
-                                   for i in picks])
+                           titles=[photo_title(rows[i], column) for i in picks])
     # The validation photos one by one, the worst of them, and all of it on one page.
     report_page.write_evaluation_files(
         {kind: run / kind for kind in report_page.FILES}, scores, cm, val_split, predicted,
@@ -495,7 +519,7 @@ def _some_examples(split, config: Config, count: int) -> tuple:
                      .as_numpy_iterator())
         return ([f.name for f in split.files[:len(pairs)]], [i for i, _ in pairs],
                 [m for _, m in pairs])
-    picks = _spread(len(split), count)
+    picks = plots.spread(len(split), count)
     return ([split.names[i] for i in picks], [split.images[i] for i in picks],
             [split.masks[i] for i in picks])
 
@@ -505,11 +529,6 @@ def _epoch_preview(config: Config, val_split, train_split, run_path: Path) -> Ep
     names, images, masks = _some_examples(val_split or train_split, config, 1)
     return EpochPreview(names[0] + ("" if val_split else " (trained on)"), images[0], masks[0],
                         config.class_names, validation_policy(config), run_path / "previews")
-
-
-def _spread(length: int, count: int) -> np.ndarray:
-    """Up to `count` indices spread evenly over `length` examples, the first and last included."""
-    return np.linspace(0, length - 1, min(count, length)).astype(int)
 
 
 def _list_files(run: Path, models: list, reports=()) -> None:

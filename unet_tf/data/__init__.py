@@ -23,6 +23,8 @@ from unet_tf.data.sources import (
     DataUnavailableError,
     Split,
     ensure_available,
+    example_groups,
+    groups_line,
     list_files,
     load_split,
     load_splits,
@@ -47,6 +49,6 @@ def summary(split: Split, class_names) -> str:
 
 
 __all__ = ["DataError", "DataUnavailableError", "Policy", "Split", "augment_batch", "background_class",
-           "choose_resize", "ensure_available", "geometry", "policy", "list_files", "load_split", "load_splits",
+           "choose_resize", "ensure_available", "example_groups", "geometry", "groups_line", "policy", "list_files", "load_split", "load_splits",
            "make_dataset", "normalize", "parse_split", "planned_sizes", "resize_image", "resize_mask", "summary",
            "trimap_to_classes"]

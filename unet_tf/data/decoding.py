@@ -4,8 +4,9 @@ streamed.
 
 Plain files (an RGB or grayscale JPEG or PNG photo, a grayscale PNG mask) are decoded by
 TensorFlow's own ops in a tf.data graph, as the tutorial's pipeline does: in parallel, one trace
-for every photo size. Everything else (CMYK, 16-bit, palettes, transparency, GIF or PNG named
-.jpg, TIFF, colour-coded masks) and any file that fails a check goes through Pillow
+for every photo size. Everything else (CMYK, 16-bit photos, stretched to 8 bits by
+`images.to_uint8` as predict reads them, palettes, transparency, GIF or PNG named .jpg, TIFF,
+colour-coded masks) and any file that fails a check goes through Pillow
 (`decode_pair`), which names the reason a file cannot be used. Both give the same pixels.
 """
 
@@ -23,7 +24,15 @@ from PIL import Image
 from unet_tf.config import parse_color
 from unet_tf.data import geometry, preprocess
 from unet_tf.data.policy import Policy, background_class, is_chosen
-from unet_tf.images import MAX_PIXELS, ImageReadError, orientation, read_image, read_label_mask
+from unet_tf.images import (
+    MAX_PIXELS,
+    ImageReadError,
+    _open,
+    orientation,
+    png_bit_depth,
+    read_image,
+    read_label_mask,
+)
 
 
 # resize auto looks at this many training masks, spread over the split.
@@ -45,6 +54,14 @@ def choose_resize(config, files: list | None) -> tuple:
         widths, shapes = [], []
         for index in picked.astype(int):
             pair = files[index]
+            if config.labels == "instance":  # each object's own width, touching or not
+                from unet_tf.instances import instance_width
+
+                _, instances, reason = read_instances(Path(pair.image), Path(pair.mask))
+                if not reason:
+                    widths.append(instance_width(instances))
+                    shapes.append(instances.shape)
+                continue
             _, mask, reason, _ = decode_pair(Path(pair.image), Path(pair.mask), config, encoding)
             if not reason:  # unusable pairs are named when the split is read
                 widths.append(geometry.object_width(mask, background_class(config)))
@@ -62,6 +79,11 @@ TRIMAP_CLASSES = {"trimap": np.array([0, 0, 1, 2] + [0] * 252, np.uint8),
 def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
     """(image, mask, None, note) at native size, the mask as class indices, or
     (None, None, reason, None) for a pair that cannot be used."""
+    if config.labels == "instance":
+        image, instances, reason = read_instances(image_path, mask_path)
+        if reason:
+            return None, None, reason, None
+        return image, instance_target(instances, config), None, None
     if not mask_path.is_file():
         return None, None, _missing(mask_path), None
     colors = ([parse_color(entry.split("=", 1)[1]) for entry in config.mask_colors]
@@ -196,11 +218,15 @@ def _with_pillow(pair, config, encoding: str, fitted: bool) -> tuple:
 def _graph_format(image_path: Path, mask_path: Path, config) -> str:
     """"jpeg" or "png" when TensorFlow's decoders read this pair as Pillow does, else "" (read
     with Pillow). Looks at the headers only."""
-    if config.mask_colors or not Path(mask_path).is_file():
+    if config.mask_colors or config.labels == "instance" or not Path(mask_path).is_file():
         return ""
     try:
         with Image.open(image_path) as image, Image.open(mask_path) as mask:
             if mask.format != "PNG" or mask.mode != "L" or image.mode not in ("RGB", "L"):
+                return ""
+            # A 16-bit colour PNG opens as "RGB" but TensorFlow's uint8 decoding would keep its
+            # top 8 bits: Pillow's path (read_image) stretches it as predict does (to_uint8).
+            if image.format == "PNG" and (png_bit_depth(image_path) or 8) > 8:
                 return ""
             if image.width * image.height > MAX_PIXELS:
                 return ""
@@ -236,3 +262,141 @@ def _decode_in_graph(image_path, mask_path, graph_format, config, encoding):
         return tf.zeros([0, 0, 3], tf.uint8), tf.zeros([0, 0], tf.uint8), tf.constant(False)
 
     return tf.cond(tf.equal(graph_format, ""), skip, decode)
+
+
+# --- labels instance ----------------------------------------------------------------------------
+#
+# An instance mask (each object its own id, 0 background: a label image, or a folder of one mask
+# per object) becomes the 3-class target of `unet_tf.instances.boundary_target` (background,
+# interior, boundary) when it is read, here, so that everything after (fitting, storing,
+# streaming, the disk cache, augmentation) handles uint8 class masks as for any other labels.
+# The resize policy fits masks by nearest-neighbour sampling, which would drop most of a 1 px
+# boundary made at native size when a photo is scaled down: `instance_target` samples the
+# instances as the fitting will, draws the boundary on that grid, and writes it back to the pixels
+# the fitting samples, so that the fitted mask is exactly the boundary target of the fitted
+# instances.
+
+MAX_INSTANCE_ID = 65535  # a 16-bit label image's; more objects in one photo are refused
+
+
+def read_instances(image_path: Path, mask_path: Path) -> tuple:
+    """(image uint8 [H, W, 3], instances int32 [H, W], None), or (None, None, reason) for a pair
+    that cannot be used. `mask_path` is a label image (8- or 16-bit PNG, TIFF, ...: each object
+    its own id, 0 background) or a folder of one mask per object (nonzero: the object), numbered
+    1, 2, ... in file-name order."""
+    image_path, mask_path = Path(image_path), Path(mask_path)
+    if not mask_path.is_file() and not mask_path.is_dir():
+        return None, None, _missing(mask_path)
+    try:
+        image = read_image(image_path)
+        instances = (_object_masks(mask_path) if mask_path.is_dir()
+                     else _label_image(mask_path))
+    except ImageReadError as error:
+        return None, None, str(error)
+    if image.shape[:2] != instances.shape:
+        return None, None, (f"{mask_path}: the mask is {instances.shape[1]}x{instances.shape[0]} "
+                            f"but its image {image_path.name} is {image.shape[1]}x"
+                            f"{image.shape[0]}")
+    return image, instances, None
+
+
+def _label_image(path: Path) -> np.ndarray:
+    """An instance label image's ids as int32 [H, W]."""
+    image = _open(path, MAX_PIXELS)
+    if image.format == "JPEG":
+        raise ImageReadError(f"{path}: a JPEG instance mask (lossy compression changes the ids); "
+                             "save instance masks as PNG or TIFF")
+    if image.mode in ("1", "L", "P") or image.mode.startswith("I"):
+        values = np.asarray(image).astype(np.int64)
+    elif image.mode == "F":
+        values = np.asarray(image, np.float64)
+        if not np.array_equal(values, np.round(values)):
+            raise ImageReadError(f"{path}: a floating-point mask with fractional values; expected "
+                                 "integer object ids (0: background)")
+        values = values.astype(np.int64)
+    else:
+        array = np.asarray(image.convert("RGB"))
+        if not (np.array_equal(array[..., 0], array[..., 1])
+                and np.array_equal(array[..., 0], array[..., 2])):
+            raise ImageReadError(f"{path}: a colour ({image.mode}) mask; expected one object id "
+                                 "per pixel (an 8- or 16-bit grey PNG or TIFF, 0: background)")
+        values = array[..., 0].astype(np.int64)
+    if values.size and values.min() < 0:
+        raise ImageReadError(f"{path}: negative object ids ({values.min()}); expected 0 for "
+                             "background and 1, 2, ... for the objects")
+    if values.size and values.max() > MAX_INSTANCE_ID:
+        raise ImageReadError(f"{path}: object ids up to {values.max()}, above {MAX_INSTANCE_ID}; "
+                             "number the objects of each image from 1 (16-bit ids)")
+    return values.astype(np.int32)
+
+
+def _object_masks(folder: Path) -> np.ndarray:
+    """The instances of a folder of one mask per object (nonzero pixels: the object; a JPEG's at
+    128 and above), ids 1, 2, ... in file-name order, as int32 [H, W]."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise ImageReadError(f"{folder}: no object masks in the folder")
+    if len(files) > MAX_INSTANCE_ID:
+        raise ImageReadError(f"{folder}: {len(files)} object masks, above {MAX_INSTANCE_ID}")
+    instances = None
+    for number, path in enumerate(files, start=1):
+        image = _open(path, MAX_PIXELS)
+        if image.mode not in ("1", "L", "P") and not image.mode.startswith("I"):
+            image = image.convert("L")
+        array = np.asarray(image)
+        objects = array >= 128 if image.format == "JPEG" else array != 0
+        if instances is None:
+            instances = np.zeros(objects.shape, np.int32)
+        elif objects.shape != instances.shape:
+            raise ImageReadError(f"{path}: {objects.shape[1]}x{objects.shape[0]}, but "
+                                 f"{files[0].name} is {instances.shape[1]}x{instances.shape[0]}; "
+                                 "every object mask of an image has its size")
+        if not objects.any():
+            raise ImageReadError(f"{path}: an empty object mask (no pixel set); remove it")
+        taken = instances[objects]
+        if taken.any():
+            other = files[int(taken[taken > 0][0]) - 1]
+            raise ImageReadError(f"{path}: overlaps the object mask {other.name} "
+                                 f"({np.count_nonzero(taken)} pixels); each pixel belongs to one "
+                                 "object at most")
+        instances[objects] = number
+    return instances
+
+
+def instance_target(instances: np.ndarray, config) -> np.ndarray:
+    """The 3-class target (background 0, interior 1, boundary 2) of instances [H, W] at their
+    native size, made so that the resize policy's nearest-neighbour fitting of it is exactly
+    `boundary_target` of the instances fitted the same way.
+
+    Along a side the fitting shrinks, the boundary is drawn on the rows (columns) the fitting
+    samples, and written back to them; the pixels it never samples keep the boundary drawn at
+    native size (only counted, never trained on). Along a side it enlarges, the boundary is drawn
+    at native size and grows with the side (thicker, still separating)."""
+    from unet_tf.instances import boundary_target
+
+    height, width = instances.shape
+    fitted_height, fitted_width = _fitted_shape(height, width, config)
+    rows = (nearest_indices(height, fitted_height) if fitted_height < height
+            else np.arange(height))
+    cols = nearest_indices(width, fitted_width) if fitted_width < width else np.arange(width)
+    sampled = boundary_target(instances[np.ix_(rows, cols)])
+    if (rows.size, cols.size) == (height, width):
+        return sampled
+    target = boundary_target(instances)
+    target[np.ix_(rows, cols)] = sampled
+    return target
+
+
+def _fitted_shape(height: int, width: int, config) -> tuple:
+    """(height, width) of a photo's mask as the resize policy fits it (before any padding)."""
+    if not is_chosen(config):  # auto: measured before it is chosen; nothing is fitted yet
+        return height, width
+    return Policy.from_config(config).fitted_shape(height, width)
+
+
+def nearest_indices(size: int, new_size: int) -> np.ndarray:
+    """The source index of each of `new_size` positions when `size` positions are resized to them
+    by tf.image.resize's nearest neighbour (half-pixel centres, float32 arithmetic)."""
+    scale = np.float32(size) / np.float32(new_size)
+    positions = np.floor((np.arange(new_size, dtype=np.float32) + np.float32(0.5)) * scale)
+    return np.clip(positions.astype(np.int64), 0, size - 1)

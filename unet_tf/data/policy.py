@@ -118,6 +118,19 @@ class Policy:
         return tf.map_fn(lambda image: geometry.rescale(image, None, self.scale)[0], images,
                          fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
+    def fitted_shape(self, height: int, width: int) -> tuple:
+        """(height, width) of a photo of this size once fitted (before a pad's padding), as
+        `fit_graph` computes it (in float32)."""
+        if self.resize == SQUASH:
+            return self.size, self.size
+        shape = np.array([height, width], np.float32)
+        if self.resize == PAD:  # geometry.letterbox_box's
+            scaled = shape * (np.float32(self.size) / shape.max())
+            return tuple(int(max(v, 1)) for v in np.round(scaled))
+        if self.scale == 1.0:
+            return height, width
+        return tuple(int(max(v, 1)) for v in np.round(shape * np.float32(self.scale)))
+
     def fitted_photos(self, images) -> tuple:
         """(uint8 [B, size, size, 3], crop_back) for squash and pad: the photos fitted to the
         model, and the function that takes the model's answer back to the photos' frame (before

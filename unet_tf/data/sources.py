@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from unet_tf.config import BREED, ConfigError
 from unet_tf.data import preprocess, synthetic
 from unet_tf.data.decoding import decoded_examples
 from unet_tf.data.policy import Policy, is_chosen
@@ -144,17 +145,26 @@ def load_splits(config, train: bool = True, stream: bool = False,
     With `stream` the training split is streamed (its files checked, not kept); validation is
     always held in memory. With `cache_dir` a streamed split is decoded once, into it.
     Without validation (val_split none) nothing is held out and the second item is None."""
-    if not config.validation_fraction or not config.validates:
+    if not _grouped(config) and (not config.validation_fraction or not config.validates):
         return (load_split(config, config.train_split, stream, cache_dir) if train else None,
                 load_split(config, config.val_split) if config.validates else None)
-    if config.dataset == "oxford_iiit_pet" and not config.data_dir:
+    tfds = config.dataset == "oxford_iiit_pet" and not config.data_dir
+    if tfds and not config.group_by:
         # tfds slices its (already shuffled) records.
         percent = round(100 * (1 - config.validation_fraction))
         base = config.train_split
         return (_tfds_split(config, f"{base}[:{percent}%]"),
                 _tfds_split(config, f"{base}[{percent}%:]"))
-    training, validation = _carve(load_split(config, config.train_split, stream, cache_dir),
-                                  config.validation_fraction)
+    # --group-by: whole groups, chosen among the names listed as planned_sizes does (a pair
+    # found unusable moves no group); a local split's before a photo is read.
+    files = list_files(config, config.train_split) if config.group_by else None
+    held = None if files is None else _held_names(config, [f.name for f in files])
+    whole = (_tfds_split(config, config.train_split) if tfds
+             else load_split(config, config.train_split, stream, cache_dir))
+    if config.group_by and held is None:  # tfds and synthetic: every example listed is read
+        held = _held_names(config, whole.names)
+    in_val = None if held is None else np.array([name in held for name in whole.names], bool)
+    training, validation = _carve(whole, config.validation_fraction, in_val)
     if validation.streamed:  # the carved validation part is read into memory
         validation = _read_pairs(validation.name, validation.files, config, validation.encoding,
                                  [])
@@ -168,8 +178,9 @@ def validation_part(names, fraction: float) -> np.ndarray:
     return np.array([zlib.crc32(n.encode()) % 10_000 < fraction * 10_000 for n in names], bool)
 
 
-def _carve(split: Split, fraction: float) -> tuple:
-    in_val = validation_part(split.names, fraction)
+def _carve(split: Split, fraction: float, in_val: np.ndarray | None = None) -> tuple:
+    """(train part, validation part) of `split`: `in_val` held out (default: by name)."""
+    in_val = validation_part(split.names, fraction) if in_val is None else in_val
     if in_val.all() or not in_val.any():
         raise DataError(
             f"validation_fraction={fraction} of {len(split)} examples leaves an empty side; use "
@@ -177,6 +188,188 @@ def _carve(split: Split, fraction: float) -> tuple:
         )
     return (split.subset(~in_val, f"{split.name} (train part)"),
             split.subset(in_val, f"{split.name} (validation part)"))
+
+
+# --- --group-by ---------------------------------------------------------------------------------
+
+BREED_PATTERN = re.compile(r"^(.+)_")  # group_by breed without a list: the stem before the last _
+TRIES = 8  # searches for the groups nearest the fraction, each from another order
+
+
+def _grouped(config) -> bool:
+    """Whether validation is carved by groups; group_by without a fraction (with validation) is
+    an error: the user asked for a split that would not happen."""
+    if not config.group_by or not config.validates:
+        return False
+    if not config.validation_fraction:
+        raise ConfigError(f"--group-by {config.group_by} holds out whole groups of the training "
+                          f"split for validation: give --validation-fraction too (e.g. 0.2), or "
+                          f"drop --group-by to validate on --val-split {config.val_split}")
+    return True
+
+
+def file_stem(name: str) -> str:
+    """An example's file stem: tfds names its examples by file name ("Abyssinian_34.jpg")."""
+    return re.sub(r"\.(jpe?g|png)$", "", name, flags=re.IGNORECASE)
+
+
+def example_groups(config, names) -> list:
+    """The group of each example (`names` as a split holds them) by `config.group_by`: the first
+    match of the regular expression in its file stem (its group 1 if it has one); with breed,
+    the Oxford-IIIT Pet breed from the local copy's list files, else the stem before the last _.
+    Every stem must match: one that does not would belong to no side."""
+    stems = [file_stem(n) for n in names]
+    breed = config.group_by == BREED
+    pattern = BREED_PATTERN if breed else re.compile(config.group_by)
+    known = _listed_breeds(config) if breed else {}
+    groups, unmatched = [], []
+    for stem in stems:
+        if stem in known:
+            groups.append(known[stem])
+            continue
+        match = pattern.search(stem)
+        group = match and (match.group(1) if pattern.groups else match.group(0))
+        groups.append(group)
+        if not group:
+            unmatched.append(stem)
+    what = ("breed (the stem before its last _, e.g. Abyssinian_34)" if breed else
+            f"'{config.group_by}'")
+    if unmatched and len(unmatched) == len(stems):
+        raise DataError(f"--group-by {what} matches no file stem of {config.train_split}, e.g. "
+                        f"{stems[0]!r}; write a pattern that finds each photo's group in its "
+                        "name")
+    if unmatched:
+        raise DataError(f"--group-by {what} does not match {len(unmatched)} of the {len(stems)} "
+                        f"file stems of {config.train_split}, e.g. {unmatched[0]!r}: every photo "
+                        "needs a group; widen the pattern or rename those files")
+    return groups
+
+
+def _listed_breeds(config) -> dict:
+    """Image name -> breed, from a local Oxford-IIIT Pet copy's list files ("<Name>_<n> CLASS-ID
+    SPECIES BREED-ID"): each class is named by the stem of its first photo listed."""
+    if config.dataset != "oxford_iiit_pet" or not config.data_dir:
+        return {}
+    breeds, names = {}, {}
+    for list_name in sorted(set(OXFORD_LISTS.values())):
+        path = Path(config.data_dir).expanduser() / "annotations" / list_name
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 2 or line.startswith("#"):
+                continue
+            match = BREED_PATTERN.search(fields[0])
+            names.setdefault(fields[1], match.group(1) if match else fields[0])
+            breeds[fields[0]] = names[fields[1]]
+    return breeds
+
+
+def held_out_groups(sizes: dict, target: float, seed: int = 0) -> set:
+    """The groups to hold out: their photos (`sizes`: group -> photos) as close to `target` as a
+    greedy pick and then single moves (a group in, out, or swapped) find, best of a few orders;
+    at least one group and never all, within the largest group's size of `target`. The same
+    groups for the same sizes and `seed`, whatever the order of `sizes`."""
+    first = sorted(sizes, key=lambda g: (zlib.crc32(f"{seed}:{g}".encode()), g))
+    rng = np.random.default_rng(seed)
+    best, best_gap = None, None
+    for attempt in range(TRIES):
+        order = first if attempt == 0 else [first[i] for i in rng.permutation(len(first))]
+        held = np.zeros(len(order), bool)
+        counts = np.array([sizes[g] for g in order], np.int64)
+        total, taken = 0, 0
+        for index, size in enumerate(counts):
+            if taken == len(order) - 1:
+                break
+            if abs(total + size - target) < abs(total - target):
+                held[index], total, taken = True, total + size, taken + 1
+        if not held.any():  # every group is far larger than the target: the nearest one
+            held[np.argmin(np.abs(counts - target))] = True
+        held = _improve(counts, held, target)
+        gap = abs(counts[held].sum() - target)
+        if best is None or gap < best_gap - 1e-9:
+            best, best_gap = {g for g, h in zip(order, held) if h}, gap
+        if best_gap < 0.5:  # no closer in whole photos
+            break
+    return best
+
+
+def _improve(counts: np.ndarray, held: np.ndarray, target: float, rounds: int = 200) -> np.ndarray:
+    """`held` moved nearer `target` one group at a time (one in, one out, or one of each) while
+    a move helps; never empty, never all."""
+    held = held.copy()
+    for _ in range(rounds):
+        gap = counts[held].sum() - target
+        ins, outs = np.flatnonzero(held), np.flatnonzero(~held)
+        moves = []  # (new gap, group out or -1, group in or -1)
+        if len(ins) > 1:
+            i = ins[np.argmin(np.abs(gap - counts[ins]))]
+            moves.append((abs(gap - counts[i]), i, -1))
+        if len(outs) > 1:
+            o = outs[np.argmin(np.abs(gap + counts[outs]))]
+            moves.append((abs(gap + counts[o]), -1, o))
+        order = outs[np.argsort(counts[outs], kind="stable")]
+        if len(order):
+            wanted = counts[ins] - gap  # the size that, swapped in for each, closes the gap
+            at = np.searchsorted(counts[order], wanted)
+            for near in (np.clip(at - 1, 0, len(order) - 1), np.clip(at, 0, len(order) - 1)):
+                after = np.abs(gap - counts[ins] + counts[order[near]])
+                k = int(np.argmin(after))
+                moves.append((after[k], ins[k], order[near[k]]))
+        new_gap, out, into = min(moves, key=lambda move: move[0])
+        if new_gap >= abs(gap) - 1e-9:
+            break
+        if out >= 0:
+            held[out] = False
+        if into >= 0:
+            held[into] = True
+    return held
+
+
+def group_validation_part(groups, fraction: float, seed: int = 0,
+                          what: str = "--group-by") -> np.ndarray:
+    """Which examples (`groups`: the group of each) are held out: whole groups, as close to
+    `fraction` of the examples as whole groups allow (see held_out_groups)."""
+    sizes = {}
+    for group in groups:
+        sizes[group] = sizes.get(group, 0) + 1
+    if len(sizes) < 2:
+        raise DataError(f"{what} finds {len(sizes)} group ({next(iter(sizes), 'none')!r}) in "
+                        f"{len(groups)} photos; holding out whole groups for validation needs "
+                        "at least 2: use a pattern that tells more groups apart")
+    held = held_out_groups(sizes, fraction * len(groups), seed)
+    return np.array([group in held for group in groups], bool)
+
+
+def _held_names(config, names) -> set:
+    """The names among `names` (a split's listed examples) --group-by holds out."""
+    in_val = group_validation_part(example_groups(config, names), config.validation_fraction,
+                                   what=f"--group-by {config.group_by}")
+    return {name for name, held in zip(names, in_val) if held}
+
+
+def _planned_names(config) -> list:
+    """The names of the training split's examples, listed without reading a photo (tfds: its
+    records' file names, their photos not decoded)."""
+    if config.dataset == "synthetic":
+        return [f"synthetic_0_{i}" for i in range(config.synthetic_train_examples)]
+    files = list_files(config, config.train_split)
+    return [f.name for f in files] if files is not None else _tfds_names(config, config.train_split)
+
+
+def groups_line(config, training: Split | None, validation: Split | None) -> str | None:
+    """One line on a split by --group-by: the groups (and photos) on each side; None without."""
+    if training is None or validation is None or not _grouped(config):
+        return None
+    train_groups, val_groups = (len(set(example_groups(config, split.names)))
+                                for split in (training, validation))
+    return (f"--group-by {config.group_by}: {_groups(train_groups)} ({len(training)} photos) "
+            f"for training, {_groups(val_groups)} ({len(validation)} photos) held out for "
+            "validation")
+
+
+def _groups(count: int) -> str:
+    return f"{count} group{'' if count == 1 else 's'}"
 
 
 # --- tfds ---------------------------------------------------------------------------------------
@@ -193,6 +386,11 @@ def planned_sizes(config) -> tuple:
         names = None if files is None else [f.name for f in files]
     if not config.validates:
         return _count(config, config.train_split, names), None, files
+    if _grouped(config):
+        listed = _planned_names(config) if names is None else names
+        held_names = _held_names(config, listed)
+        held = sum(name in held_names for name in listed)
+        return len(listed) - held, held, files
     if config.validation_fraction:
         if names is None:  # tfds slices its records
             total = _count(config, config.train_split, None)
@@ -253,15 +451,32 @@ def _tfds_builder():
     return builder
 
 
-def _tfds_split(config, split: str) -> Split:
+def _tfds_dataset(split: str, **options):
     builder = _tfds_builder()
     try:
-        dataset = builder.as_dataset(split=split)
+        return builder.as_dataset(split=split, **options)
     except Exception as error:
         raise DataError(
             f"split {split!r} of {TFDS_NAME}: {error}; its splits are "
             f"{', '.join(builder.info.splits)} (slices like 'train[:80%]' work too)"
         ) from None
+
+
+def _tfds_names(config, split: str) -> list:
+    """The file names of a tfds split's examples, read without decoding a photo."""
+    import tensorflow_datasets as tfds
+
+    skip = tfds.decode.SkipDecoding()
+    dataset = _tfds_dataset(split, decoders={"image": skip, "segmentation_mask": skip})
+
+    def file_name(example):
+        return example["file_name"]
+
+    return [name.decode() for name in dataset.map(file_name).as_numpy_iterator()]
+
+
+def _tfds_split(config, split: str) -> Split:
+    dataset = _tfds_dataset(split)
 
     def prepare(example):
         mask = preprocess.trimap_to_classes(example["segmentation_mask"][..., 0], config.labels)
@@ -419,10 +634,15 @@ def _folder_pairs(config, split: str) -> tuple:
     base = root / name if (root / name / "images").is_dir() else root
     images_dir, masks_dir = base / "images", base / "masks"
     if not images_dir.is_dir() or not masks_dir.is_dir():
+        per_object = _per_object_pairs(config, root, split)
+        if per_object is not None:
+            return per_object
         raise DataError(
             f"--data-dir {root}: expected images/ and masks/ (or {name}/images/ and "
             f"{name}/masks/) holding files with the same stem, e.g. images/cat1.jpg and "
-            "masks/cat1.png"
+            "masks/cat1.png" + (", or (--labels instance) one folder per image, ID/images/ID.png "
+                                "and ID/masks/*.png with one mask per object"
+                                if config.labels == "instance" else "")
         )
     if base == root and name not in ("train",):
         raise DataError(
@@ -448,6 +668,44 @@ def _folder_pairs(config, split: str) -> tuple:
                                   "unclear; rename or remove all but one"))
             continue
         pairs.append(ExampleFiles(stem, found[0], mask[0]))
+    return pairs, skipped
+
+
+def _object_folders(folder: Path) -> list:
+    """The ID/ folders of a one-folder-per-image layout (ID/images/ID.png and ID/masks/*.png, one
+    mask per object, as the 2018 Data Science Bowl ships), sorted; [] for any other folder."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")
+                  and (p / "images").is_dir() and (p / "masks").is_dir())
+
+
+def _per_object_pairs(config, root: Path, split: str) -> tuple | None:
+    """(pairs, skipped) of a split of a one-folder-per-image layout, each pair's mask the
+    folder of its objects' masks (decoding.read_instances reads it); None for another layout."""
+    name, start, stop = parse_split(split)
+    base = root / name if _object_folders(root / name) else root
+    folders = _object_folders(base)
+    if not folders:
+        return None
+    example = folders[0].name
+    if config.labels != "instance":
+        raise DataError(f"--data-dir {root} holds one folder per image with one mask per object "
+                        f"({example}/images/, {example}/masks/): read it with --labels instance")
+    if base == root and name != "train":
+        raise DataError(f"--data-dir {root} has no {name}/ folder for split {split!r}: its image "
+                        "folders are the split 'train' (to train, hold part of it out for "
+                        "validation with --validation-fraction 0.2; to evaluate on it: --split "
+                        "train)")
+    pairs, skipped = [], []
+    for folder in _slice(folders, start, stop):
+        photos = sorted(p for p in (folder / "images").iterdir()
+                        if p.is_file() and not p.name.startswith("."))
+        if len(photos) != 1:
+            skipped.append((folder.name, f"{folder / 'images'} holds {len(photos)} photos; "
+                                         f"expected one ({folder.name}.png)"))
+            continue
+        pairs.append(ExampleFiles(folder.name, photos[0], folder / "masks"))
     return pairs, skipped
 
 

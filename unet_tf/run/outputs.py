@@ -69,9 +69,10 @@ def check_export_folder(out: Path, force: bool = False) -> None:
 
 
 def check_report_file(path: Path, pictures=(), kind: str = REPORT_FORMAT) -> None:
-    """Refuses a `--json` path (and the files written beside it, `pictures`) unless each is new or
-    what an earlier report of this `kind` (its "format") wrote there: the report records each
-    file's checksum (`files_sha256`), so a file changed or put there since is never replaced."""
+    """Refuses a `--json` path (and the files written beside it, `pictures`: their paths) unless
+    each is new or what an earlier report of this `kind` (its "format") wrote there: the report
+    records each file's checksum (`files_sha256`), so a file changed or put there since is never
+    replaced."""
     path = Path(path)
     _check_parent(path, "--json")
     if path.is_dir():
@@ -81,8 +82,7 @@ def check_report_file(path: Path, pictures=(), kind: str = REPORT_FORMAT) -> Non
     if path.exists() and not ours:
         raise OutputPathError(f"--json {path} exists and is not an earlier {kind} report; give a "
                               "new file name")
-    for picture in [pictures] if isinstance(pictures, (str, Path)) else pictures:
-        picture = Path(picture)
+    for picture in map(Path, pictures):
         if not picture.exists():
             continue
         recorded = written_files(earlier, path).get(picture.name) if ours else None
