@@ -198,3 +198,26 @@ def test_true_objects_are_fitted_as_the_split_masks(tmp_path, resize):
     true, shapes = true_objects(config, split, full=False)
     assert shapes == [(50, 70)]
     np.testing.assert_array_equal(boundary_target(true[0]), split.masks[0])
+
+
+def test_the_notebook_scores_and_outlines_the_objects_of_an_instance_run(tmp_path, monkeypatch,
+                                                                          capsys):
+    """The notebook's evaluate_run on an instance run: the same object scores as evaluate (by
+    hand above), printed, and a picture of each photo with its true and found objects."""
+    from unet_tf import notebook as nb
+    from unet_tf.config import preset
+
+    model_path, data = _case(tmp_path, merged=True)
+    config = preset("own-data", data_dir=str(data), labels="instance", image_size=SIZE,
+                    resize="squash")
+    (model_path.parent / "config.json").write_text(json.dumps(config.to_dict()))
+    figures = []
+    monkeypatch.setattr(nb, "_show_figure", figures.append)
+    report = nb.evaluate_run(model_path.parent, split="train", full_resolution=True)
+    _check(report["objects"], true=3, predicted=2, tp=1, iou_sum=1.0, ap=0.25)
+    assert "objects (watershed, min size none): 3 true, 2 predicted" in capsys.readouterr().out
+    titles = [[ax.get_title() for ax in figure.axes] for figure in figures]
+    outlined = next(t for t in titles if "pair" in t)
+    assert outlined == ["empty", "true: 0 objects", "found: 0 objects",
+                        "pair", "true: 2 objects", "found: 1 object",
+                        "single", "true: 1 object", "found: 1 object"]

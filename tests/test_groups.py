@@ -139,6 +139,24 @@ def test_folder_split_by_group(patients):
                     f" groups ({len(val)} photos) held out for validation")
 
 
+def test_each_seed_holds_out_its_own_groups(patients):
+    """Several splits over the groups: another seed, other held-out groups (each split whole and
+    near the fraction); the same seed, the same groups."""
+    held = {}
+    for seed in range(6):
+        config = _folder_config(patients, seed=seed)
+        train, val = data.load_splits(config)
+        _check_split(config, train, val, 15)
+        held[seed] = frozenset(_side_groups(config, train, val)[1])
+        assert frozenset(_side_groups(config, *data.load_splits(config))[1]) == held[seed]
+    assert len(set(held.values())) >= 3, held
+    breeds = {f"b{i}": 90 + (i * 37) % 21 for i in range(37)}
+    target = 0.2 * sum(breeds.values())
+    splits = [sources.held_out_groups(breeds, target, seed) for seed in range(5)]
+    assert len({frozenset(s) for s in splits}) == 5
+    assert all(abs(sum(breeds[b] for b in s) - target) < 10 for s in splits)
+
+
 def test_an_unusable_pair_moves_no_group(patients):
     config = _folder_config(patients)
     train, val = data.load_splits(config)

@@ -38,6 +38,7 @@ OVERRIDES = {"epochs": 1, "image_size": 96}
 # The own-data section on a test zip, with a tiny step budget and a slim model.
 OWN_DATA_PARAMETERS = """\
 OWN_DATA = {zip!r}
+OWN_LABELS = "binary"
 OWN_OVERRIDES = {{"train_steps": 2, "warmup_epochs": 0, "image_size": 96, "batch_size": 4,
                  "alpha": 0.35, "decoder_filters": (64, 32, 16, 8)}}
 """
@@ -97,7 +98,7 @@ def test_notebook_is_stored_clean_and_defaults_to_the_full_run():
     assert run_source(shown) == run_source(TEST_PARAMETERS)
     # The own-data section is off until a zip is named.
     assert run_source(code_cell(notebook, "own-data-parameters").source) == {
-        "OWN_DATA": "", "OWN_OVERRIDES": {}}
+        "OWN_DATA": "", "OWN_LABELS": "binary", "OWN_OVERRIDES": {}}
 
 
 def _imports_and_uses(notebook) -> tuple:
@@ -292,6 +293,13 @@ def test_own_data_unpacks_a_zip_and_finds_its_images_and_masks(tmp_path, monkeyp
     # A folder is used where it is; nothing given skips the section.
     assert nb.own_data(tmp_path / "own_data") == tmp_path / "own_data" / "cells"
     assert nb.own_data("") is None
+    # One folder per image with one mask per object (--labels instance), zipped as it comes.
+    with zipfile.ZipFile(tmp_path / "nuclei.zip", "w") as archive:
+        for name in ("stage1/n1/images/n1.png", "stage1/n1/masks/o1.png",
+                     "stage1/n2/images/n2.png", "stage1/n2/masks/o1.png"):
+            archive.writestr(name, b"x")
+    assert nb.own_data(tmp_path / "nuclei.zip") == Path("own_data/nuclei/stage1")
+    assert "(2 image folders with one mask per object)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("members, message", [

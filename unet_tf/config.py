@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 
 from unet_tf.errors import UserError
+from unet_tf.images import parse_intensity
 
 DATASETS = ("oxford_iiit_pet", "synthetic", "folder")
 LABEL_MODES = ("trimap", "binary", "index", "instance")
@@ -97,7 +98,7 @@ class Config:
         "last quarter of the epochs), is written when training ends")
     validation_fraction: float = option(
         0.0, "> 0 carves this share of the training split out for validation (the same examples "
-        "every time, by name; whole groups with --group-by)", low=0.0, high=1.0, high_open=True)
+        "every time, by name; with --group-by whole groups, chosen by --seed)", low=0.0, high=1.0, high_open=True)
     group_by: str = option(
         "", "with --validation-fraction: hold out whole groups of photos, never part of one (e.g. "
         "all photos of a patient, or of a pet breed). A photo's group is the first match of this "
@@ -105,9 +106,18 @@ class Config:
         "or '^(.+)_\\d+$'; breed: the Oxford-IIIT Pet breed (Abyssinian_34 -> Abyssinian). "
         "Without --validation-fraction it is an error. Empty: off", unit="regex",
         more="the held-out groups come as close to the fraction of the photos as whole groups "
-        "allow, at least one group and never all; the same groups every time (chosen by their "
-        "names, whatever the seed); every file stem must match; with --val-split none nothing "
-        "is held out and this is ignored too")
+        "allow, at least one group and never all; --seed chooses which (the same seed, the same "
+        "groups: runs with seeds 1, 2, 3 are scored on three different splits, and evaluate "
+        "finds a run's own); every file stem must match; with --val-split none nothing is held "
+        "out and this is ignored too")
+    intensity: str = option(
+        "auto", "photos with more than 8 bits a channel (16-bit microscopy, ...): how their values "
+        "become 0..255. auto: one range for every photo, measured on the training photos (their "
+        "0.1st to 99.9th percentile) and written to config.json as LOW,HIGH; LOW,HIGH: this "
+        "range; per-image: each photo from its own percentiles. 8-bit photos are read as they are",
+        unit="auto|per-image|LOW,HIGH",
+        more="predict, evaluate and the export map such photos with the run's range, so an "
+        "empty field stays dark; per-image stretches its noise into texture")
     synthetic_train_examples: int = option(512, "synthetic data: training examples", low=1)
     synthetic_val_examples: int = option(128, "synthetic data: validation examples", low=1)
     image_size: int = option(
@@ -266,6 +276,10 @@ class Config:
             except re.error as error:
                 errors.append(f"group_by={self.group_by!r}: not a valid regular expression "
                               f"({error}); e.g. 'patient(\\d+)', or breed")
+        try:
+            parse_intensity(self.intensity)
+        except ValueError as error:
+            errors.append(f"{error} (e.g. 0,4095)")
         if self.encoder_weights == "imagenet" and self.alpha not in IMAGENET_ALPHAS:
             errors.append(f"alpha={self.alpha}: ImageNet weights exist for alpha "
                           f"{', '.join(map(str, IMAGENET_ALPHAS))}; pick one of those, or train "

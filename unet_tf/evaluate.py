@@ -52,11 +52,10 @@ import re
 import sys
 from pathlib import Path
 
-from unet_tf import data, instances, report as report_page
+from unet_tf import data, report as report_page
 from unet_tf.inference import postprocess
 from unet_tf.cli import add_tta_argument, command_parser, non_negative_int, run_command
 from unet_tf.config import DATASETS, LABEL_MODES, ConfigError
-from unet_tf.data import Policy
 from unet_tf.evaluation import (
     chose_the_model,
     evaluate_split,
@@ -66,13 +65,9 @@ from unet_tf.evaluation import (
     format_objects,
     format_report,
     group_scores,
-    min_sizes,
-    object_report,
     per_image_scores,
-    predict_objects,
-    recorded_min_size,
+    score_objects,
     scores_objects,
-    true_objects,
 )
 from unet_tf.run.outputs import REPORT_FORMAT, check_report_file, file_sha256, make_folder
 from unet_tf.files import write_json
@@ -147,17 +142,12 @@ def _main(argv) -> int:
     print(data.summary(split, config.class_names))
     raw, per_image = None, None
     if scores_objects(config):  # objects too: one prediction gives the masks and the objects
-        true, shapes = true_objects(config, split, full)
-        separation = instances.classes_for_separation(config.class_names)
-        min_size = recorded_min_size(info.metrics)
-        sizes = min_sizes(min_size, shapes, None if full else Policy.from_config(config))
-        raw, predicted_objects = predict_objects(model, split.images, separation, sizes,
-                                                 args.tta, policy)
-        per_image = [instances.object_scores(t, p) for t, p in zip(true, predicted_objects)]
+        raw, _, _, per_image, objects = score_objects(model, info, config, split, full, policy,
+                                                      args.tta)
     report, cm, predicted = evaluate_split(model, split, config.class_names, steps, args.tta,
                                            policy, predicted=raw)
     if per_image is not None:
-        report["objects"] = object_report(per_image, separation, min_size)
+        report["objects"] = objects
     report["chose_the_model"] = chose_the_model(info.config, args.split)
     if args.group_by:
         groups = data.example_groups(dataclasses.replace(config, group_by=args.group_by),

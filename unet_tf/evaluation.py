@@ -342,11 +342,7 @@ def min_sizes(min_size, shapes, policy: Policy | None) -> list:
         return [min_size] * len(shapes)
     sizes = []
     for height, width in shapes:
-        if policy.resize == PAD:
-            _, _, new_height, new_width = (
-                int(v) for v in geometry.letterbox_box(height, width, policy.size))
-        else:
-            new_height = new_width = policy.size
+        new_height, new_width = policy.fitted_shape(height, width)
         sizes.append(max(1, int(round(min_size * new_height * new_width / (height * width)))))
     return sizes
 
@@ -377,6 +373,21 @@ def predict_objects(model: keras.Model, images, separation: dict, sizes, tta: bo
         for one in probabilities:
             labels.append(instances.separate(one, sizes[len(labels)], **separation))
     return np.concatenate(masks), labels
+
+
+def score_objects(model: keras.Model, info: RunInfo, config: Config, split: Split, full: bool,
+                  policy: Policy | None, tta: bool = False) -> tuple:
+    """(masks, true instance images, predicted instance images, per-image object scores, the
+    report's "objects") of a split of instance data (`scores_objects`), from one prediction: the
+    objects separated with the min size the run records (`info.metrics`), at the model's size or
+    with `full` through `policy` at each photo's own."""
+    true, shapes = true_objects(config, split, full)
+    separation = instances.classes_for_separation(config.class_names)
+    min_size = recorded_min_size(info.metrics)
+    sizes = min_sizes(min_size, shapes, None if full else Policy.from_config(config))
+    masks, predicted = predict_objects(model, split.images, separation, sizes, tta, policy)
+    per_image = [instances.object_scores(t, p) for t, p in zip(true, predicted)]
+    return masks, true, predicted, per_image, object_report(per_image, separation, min_size)
 
 
 def object_report(per_image: list, separation: dict, min_size) -> dict:

@@ -73,7 +73,8 @@ def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool =
     """
     archive = keras.export.ExportArchive()
     policy = info.policy
-    functions = dict(zip(serving.SIGNATURES, serving.signatures(model, tta, max_pixels, policy)))
+    functions = dict(zip(serving.SIGNATURES, serving.signatures(model, tta, max_pixels, policy,
+                                                                         info.intensity)))
     for name, signature in serving.SIGNATURES.items():
         archive.add_endpoint(name, functions[name], input_signature=signature)
 
@@ -92,6 +93,11 @@ def export_saved_model(model: keras.Model, out: Path, info: RunInfo, tta: bool =
             "tta": tta,
             "max_pixels": max_pixels,
             "policy": policy.to_dict(),
+            # photos with more than 8 bits: value low -> 0, high -> 255 (images.to_uint8); null:
+            # each photo from its own 0.1st to 99.9th percentile
+            "intensity": list(info.intensity) if info.intensity else None,
+            # --labels instance: instances.separate's min_size (pixels at the photo's own size)
+            "min_object_size": info.metrics.get("min_object_size"),
             "signatures": {
                 "serving_default": "images: uint8 [batch, height, width, 3]",
                 "serve_bytes": "images: string [batch] of encoded JPEG, PNG or BMP images of "

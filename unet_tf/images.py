@@ -77,16 +77,19 @@ DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.1, 99.9
 
 
-def to_uint8(array) -> np.ndarray:
-    """A photo's pixels as uint8, the one rule every path (training, evaluation, predict) uses.
+def to_uint8(array, intensity=None) -> np.ndarray:
+    """A photo's pixels as uint8, the one rule every path (training, evaluation, predict, the
+    export's `serve_bytes`) uses.
 
     uint8 comes back unchanged (the same array). Any other dtype (16-bit, 32-bit, float: more
-    than 8 bits a channel) is stretched per image: its 0.1st percentile value becomes 0 and its
-    99.9th 255, linearly, clipped outside, rounded to the nearest integer:
-    `rint(clip((v - low) / (high - low), 0, 1) * 255)`, in float64. The percentiles are taken over
-    all the values of the array together, every channel of an RGB photo at once, so that its
-    colour balance is kept. A constant image (low == high) gives zeros; values that are not
-    finite (NaN, inf in a float TIFF) are left out of the percentiles and give 0."""
+    than 8 bits a channel) is stretched linearly from `intensity` = (low, high), the range a run
+    measured on its training photos (`--intensity`): low becomes 0 and high 255, clipped outside,
+    rounded to the nearest integer: `rint(clip((v - low) / (high - low), 0, 1) * 255)`, in
+    float64. Without a range, each photo is stretched by its own 0.1st and 99.9th percentiles,
+    taken over all the values of the array together (every channel of an RGB photo at once, so
+    that its colour balance is kept); an empty field then has its noise stretched into texture,
+    which is why runs record a range. A constant image (low == high) gives zeros; values that are
+    not finite (NaN, inf in a float TIFF) are left out of the percentiles and give 0."""
     array = np.asarray(array)
     if array.dtype == np.uint8:
         return array
@@ -97,14 +100,51 @@ def to_uint8(array) -> np.ndarray:
         values = np.where(finite, values, 0.0)
     else:
         sample = values
-    if sample.size == 0:
+    if intensity is not None:
+        low, high = (float(v) for v in intensity)
+    elif sample.size == 0:
         return np.zeros(array.shape, np.uint8)
-    low, high = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    else:
+        low, high = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
     if not high > low:
         return np.zeros(array.shape, np.uint8)
     stretched = np.rint(np.clip((values - low) / (high - low), 0.0, 1.0) * 255.0)
     stretched[~finite] = 0
     return stretched.astype(np.uint8)
+
+
+def intensity_range(photos) -> tuple | None:
+    """(low, high): the 0.1st and 99.9th percentiles of the values of `photos` (arrays with more
+    than 8 bits a channel, `deep_values`) pooled, each photo weighing the same (at most 2**16 of
+    its values, evenly spaced, are taken); None without any such photo. What `--intensity auto`
+    records for a run."""
+    samples = []
+    for values in photos:
+        flat = np.asarray(values, np.float64).reshape(-1)
+        flat = flat[np.isfinite(flat)]
+        if flat.size:
+            samples.append(flat[np.linspace(0, flat.size - 1, min(flat.size, 2**16)).astype(int)])
+    if not samples:
+        return None
+    low, high = np.percentile(np.concatenate(samples), [LOW_PERCENTILE, HIGH_PERCENTILE])
+    return float(low), float(high)
+
+
+def parse_intensity(text: str) -> tuple | None:
+    """The (low, high) of an `--intensity` value "LOW,HIGH"; None for auto (not yet measured: no
+    photo of the run had more than 8 bits) and per-image. Raises ValueError for anything else."""
+    if text in ("auto", "per-image"):
+        return None
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"--intensity {text!r}: expected auto, per-image or LOW,HIGH")
+    try:
+        low, high = (float(part) for part in parts)
+    except ValueError:
+        raise ValueError(f"--intensity {text!r}: LOW,HIGH are numbers") from None
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise ValueError(f"--intensity {text!r}: LOW,HIGH needs finite numbers with HIGH > LOW")
+    return low, high
 
 
 def png_bit_depth(path) -> int | None:
@@ -171,22 +211,31 @@ def _deep_colour(path, image) -> np.ndarray | None:
     return values
 
 
-def read_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def deep_values(path, max_pixels: int = MAX_PIXELS) -> np.ndarray | None:
+    """The values of a photo with more than 8 bits a channel as stored ([H, W] grey, [H, W, C]
+    colour, upright, alpha composited over white), or None for an 8-bit photo."""
+    image = _open(path, max_pixels)
+    if image.mode in DEEP_MODES:
+        return np.asarray(image)
+    return _deep_colour(path, image)
+
+
+def read_image(path, max_pixels: int = MAX_PIXELS, intensity=None) -> np.ndarray:
     """The first frame of an image file as uint8 RGB [height, width, 3].
 
     8-bit photos are read as Pillow reads them, unchanged. A photo with more than 8 bits a
     channel (16-bit grey or colour PNG, 16-bit, 32-bit or float TIFF: microscopy often stores
-    12-bit camera values 0..4095 in 16 bits) is stretched per image by `to_uint8`: its 0.1st
-    percentile value becomes 0 and its 99.9th 255, linearly, clipped outside (a constant image:
-    all 0); over all channels together for colour, which keeps its colour balance. Training,
-    evaluation and predict read every photo through here, so they see the same pixels."""
+    12-bit camera values 0..4095 in 16 bits) is mapped to 8 bits by `to_uint8`: linearly from
+    `intensity` = (low, high), the range the run recorded, or without one from the photo's own
+    0.1st and 99.9th percentiles. Training, evaluation and predict read every photo through
+    here, so they see the same pixels."""
     image = _open(path, max_pixels)
     if image.mode in DEEP_MODES:
-        grey = to_uint8(np.asarray(image))
+        grey = to_uint8(np.asarray(image), intensity)
         return np.repeat(grey[..., None], 3, axis=-1)
     deep = _deep_colour(path, image)
     if deep is not None:
-        pixels = to_uint8(deep)
+        pixels = to_uint8(deep, intensity)
         return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels[..., :3]
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels over white, as a viewer would show them.

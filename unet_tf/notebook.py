@@ -45,13 +45,17 @@ from unet_tf import data, plots
 from unet_tf import images as image_io
 from unet_tf.config import Config, preset
 from unet_tf.data import DataError
+from unet_tf.data.sources import object_folders
 from unet_tf.evaluation import (
     chose_the_model,
     evaluate_split,
     evaluation_config,
     evaluation_data,
+    format_objects,
     format_report,
     photo_score,
+    score_objects,
+    scores_objects,
 )
 from unet_tf.export import export_saved_model
 from unet_tf.inference import Policy, segment
@@ -211,7 +215,8 @@ def evaluate_run(run, split: str | None = None, full_resolution: bool = False,
             run carved its validation out of training, else the run's validation data, and then
             the table says that these photos chose the model).
         full_resolution: bool. Score each photo at its own size, predicted as the export does.
-        worst: int. How many of the lowest-scoring photos to show.
+        worst: int. How many of the lowest-scoring photos to show (and for instance data,
+            photos with their true and found objects outlined, each in its own colour).
 
     Returns:
         The report (as `python -m unet_tf.evaluate` writes it).
@@ -221,10 +226,24 @@ def evaluate_run(run, split: str | None = None, full_resolution: bool = False,
     run_config = read_run_config(run / "config.json")
     split = split or _scoring_split(run_config)
     config = evaluation_config(info, split=split)
-    named, policy, _ = evaluation_data(info, config, bool(split), full_resolution)
-    report, confusion, predicted = evaluate_split(model, named, config.class_names, policy=policy)
+    named, policy, full = evaluation_data(info, config, bool(split), full_resolution)
+    raw = None
+    if scores_objects(config):  # objects too, from the same prediction
+        raw, true, found, _, report_objects = score_objects(model, info, config, named, full,
+                                                            policy)
+    report, confusion, predicted = evaluate_split(model, named, config.class_names, policy=policy,
+                                                  predicted=raw)
     report["chose_the_model"] = chose_the_model(info.config, split)
     print(format_report(report, config.class_names))
+    if raw is not None:
+        report["objects"] = report_objects
+        print(format_objects(report_objects))
+        shown = plots.spread(len(found), worst)
+        _show_figure(plots.panels_figure(
+            [(named.images[i], plots.instance_outlines(named.images[i], true[i]),
+              plots.instance_outlines(named.images[i], found[i])) for i in shown],
+            [(named.names[i], f"true: {_objects(true[i])}", f"found: {_objects(found[i])}")
+             for i in shown], ()))
     _show_figure(plots.confusion_figure(confusion, config.class_names))
     scored = [photo_score(t, p, config.class_names) for t, p in zip(named.masks, predicted)]
     picks = np.argsort([score for _, score in scored], kind="stable")[:worst]
@@ -236,6 +255,12 @@ def evaluate_run(run, split: str | None = None, full_resolution: bool = False,
             [predicted[i] for i in picks], config.class_names,
             titles=[f"{named.names[i]}: {scored[i][0]} {scored[i][1]:.3f}" for i in picks]))
     return report
+
+
+def _objects(labels: np.ndarray) -> str:
+    """"N objects" of an instance image (its distinct nonzero ids)."""
+    count = int(np.count_nonzero(np.unique(labels)))
+    return f"{count} object{'' if count == 1 else 's'}"
 
 
 def export_run(run, download: bool = True) -> Path:
@@ -284,7 +309,9 @@ def own_data(source: str | Path) -> Path | None:
     root = _data_root(folder, path)
     counts = {part: len(list((root / part).iterdir())) for part in ("images", "masks")
               if (root / part).is_dir()}
+    folders = object_folders(root)
     layout = (", ".join(f"{n} {part}" for part, n in counts.items()) if counts else
+              f"{len(folders)} image folders with one mask per object" if folders else
               "train/ and test/ with images/ and masks/ each")
     print(f"own data: {root} ({layout})")
     return root
@@ -330,16 +357,21 @@ def _unpack(path: Path) -> Path:
 
 
 def _data_root(folder: Path, source: Path) -> Path:
-    """The folder holding images/ + masks/ (or train/): `folder` or one folder inside it."""
-    def usable(candidate: Path) -> bool:
+    """The folder holding images/ + masks/ (or train/), else one folder per image (ID/images/
+    and ID/masks/, one mask per object): `folder` or one folder inside it."""
+    def paired(candidate: Path) -> bool:
         return (((candidate / "images").is_dir() and (candidate / "masks").is_dir())
                 or (candidate / "train" / "images").is_dir())
 
+    def per_object(candidate: Path) -> bool:
+        return bool(object_folders(candidate)) or bool(object_folders(candidate / "train"))
+
     candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir()
                                    and not p.name.startswith((".", "__")))
-    for candidate in candidates:
-        if usable(candidate):
-            return candidate
+    for usable in (paired, per_object):  # a folder holding images/ + masks/ is that, first
+        for candidate in candidates:
+            if usable(candidate):
+                return candidate
     found = ", ".join(sorted(p.name for p in folder.iterdir())[:10]) or "nothing"
     raise DataError(f"own data {source}: no images/ and masks/ folders in it (found: {found}); "
                     "expected e.g. my_data/images/cell1.png with my_data/masks/cell1.png")

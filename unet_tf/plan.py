@@ -173,9 +173,13 @@ def plan_and_strategy(config: Config, strategy=None) -> tuple:
     making one)."""
     notes = []
     config = _with_seed(config, notes)
-    if not data.policy.is_chosen(config):
-        config, message = data.choose_resize(config, data.list_files(config, config.train_split))
-        notes.append(message)
+    measure_intensity = config.intensity == "auto" and config.dataset == "folder"
+    if measure_intensity or not data.policy.is_chosen(config):
+        files = data.list_files(config, config.train_split)
+        for choose in (data.choose_resize, data.choose_intensity):
+            config, message = choose(config, files)
+            if message:
+                notes.append(message)
     config = dataclasses.replace(config, strategy=resolve_strategy(config.strategy))
     if strategy is None:
         replicas, strategy = _replicas(config)

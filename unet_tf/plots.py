@@ -291,7 +291,8 @@ def spread(length: int, count: int) -> np.ndarray:
 
 def panels_figure(rows, titles, class_names, extra_legend=()) -> Figure:
     """A figure of rows of RGB pictures side by side, each with its title (`titles`: one list
-    per row), and a legend of the class colours (and `extra_legend`'s patches) underneath."""
+    per row), and a legend of the class colours (and `extra_legend`'s patches) underneath, if
+    there are any."""
     fig = Figure(figsize=(3 * max(len(row) for row in rows), 3 * len(rows)))
     axes = fig.subplots(len(rows), max(len(row) for row in rows), squeeze=False)
     for row_axes, row, row_titles in zip(axes, rows, titles):
@@ -303,6 +304,9 @@ def panels_figure(rows, titles, class_names, extra_legend=()) -> Figure:
     handles = [Patch(color=color / 255, label=name)
                for color, name in zip(class_colors(class_names), class_names)]
     handles += list(extra_legend)
+    if not handles:  # e.g. outlined objects: no class colours to name
+        fig.tight_layout()
+        return fig
     fig.legend(handles=handles, loc="lower center",
                ncol=min(len(handles), max(len(row) for row in rows) + 1), fontsize=8)
     fig.tight_layout(rect=(0, 0.1 / len(rows) ** 0.5, 1, 1))

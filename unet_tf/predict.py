@@ -58,6 +58,7 @@ from unet_tf import images as image_io
 from unet_tf import instances as instance_io
 from unet_tf import plots
 from unet_tf.files import atomic_write_bytes, write_json
+from unet_tf.evaluation import recorded_min_size
 from unet_tf.cli import add_tta_argument, command_parser, positive_int, run_command
 from unet_tf.inference import mirror_mean, postprocess, segment
 from unet_tf.progress import progress as report_progress
@@ -90,14 +91,15 @@ class Segmenter:
             self.class_names = tuple(metadata.get("class_names",
                                                   [f"class_{i}" for i in range(classes)]))
             self.trained_on = metadata.get("config", {}).get("dataset")
-            self.min_object_size = _recorded_size(metadata.get("min_object_size"))
+            self.min_object_size = recorded_min_size(metadata)
+            self.intensity = _recorded_intensity(metadata.get("intensity"), path)
             self.mirror = tta and not metadata.get("tta", False)
         else:
             model, info = load_model_safely(path)
             self.class_names = info.class_names
             self.trained_on = info.config.get("dataset")
-            # a run records it in its metrics.json
-            self.min_object_size = _recorded_size(info.metrics.get("min_object_size"))
+            self.min_object_size = recorded_min_size(info.metrics)  # in the run's metrics.json
+            self.intensity = info.intensity
             self._function = tf.function(
                 lambda images: dict(zip(("mask", "probabilities"),
                                         segment(model, images, tta, info.policy))),
@@ -128,11 +130,16 @@ class Segmenter:
         return np.argmax(mean, axis=-1).astype(np.uint8), mean
 
 
-def _recorded_size(value):
-    """A `min_object_size` a model records: a positive whole number of pixels, else None."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1 \
-        and float(value).is_integer()
-    return int(value) if ok else None
+def _recorded_intensity(value, path: Path):
+    """The (low, high) an export's metadata.json records for photos with more than 8 bits, or
+    None (each photo by its own percentiles)."""
+    if value is None:
+        return None
+    try:
+        return image_io.parse_intensity(",".join(str(v) for v in value))
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(f"--model {path}: metadata.json intensity {value!r} ({error}); "
+                             "export the model again") from None
 
 
 def _export_metadata(path: Path) -> dict:
@@ -208,7 +215,8 @@ def predict_files(segmenter: Segmenter, files, out: Path, steps=(), max_pixels=i
             report_progress(pairs, "predict", unit="img") if progress and len(files) > 1
             else pairs):
         try:
-            image = image_io.read_image(path, max_pixels=max_pixels)
+            image = image_io.read_image(path, max_pixels=max_pixels,
+                                        intensity=segmenter.intensity)
             raw, probabilities = segmenter.segment(image) if instances else (segmenter(image),
                                                                              None)
             mask = postprocess.postprocess(raw, segmenter.class_names, steps)

@@ -8,9 +8,9 @@ width, classes]) through `inference.segment`, the path predict uses too. Memory 
 photo: an image above `max_pixels` is refused with an error naming the limit, and `serve_bytes`
 reads each image's size from its header first, so an oversized image is refused before it is
 decoded. Transparent PNG pixels are composited over white, as `predict` (Pillow) does. GIF, TIFF
-and WebP, which predict reads, are not decoded in the graph, and 16-bit PNGs are refused (predict
-stretches each such image to 8 bits by its own percentiles: `images.to_uint8`): send their pixels
-to `serving_default`. (A GIF's header gives the size of its screen, not of its frames, and
+and WebP, which predict reads, are not decoded in the graph. A 16-bit PNG is mapped to 8 bits
+from the range the run measured on its training photos (`--intensity`, metadata.json
+`intensity`), as predict maps it (`images.to_uint8`); a model without one refuses it. (A GIF's header gives the size of its screen, not of its frames, and
 TensorFlow decodes every frame: its size cannot be checked before it is decoded.)
 """
 
@@ -81,26 +81,44 @@ def png_bit_depth(encoded):
     return tf.where(is_png, tf.cast(head[24], tf.int32), 8)
 
 
-def decode(encoded, max_pixels: int):
-    """uint8 [H, W, 3] of one encoded image, refused before decoding when it is too large (or a
-    16-bit PNG, which predict stretches per image and TensorFlow would cut to its top byte)."""
+def decode(encoded, max_pixels: int, intensity=None):
+    """uint8 [H, W, 3] of one encoded image, refused before decoding when it is too large. A
+    16-bit PNG is mapped to 8 bits from `intensity` = (low, high), the run's range, as predict
+    maps it (`images.to_uint8`); without a range it is refused (predict would stretch it by its
+    own percentiles, which a graph does not compute)."""
     size = header_size(encoded)
     known = tf.debugging.assert_non_negative(
         size, message=f"not an image the SavedModel decodes ({', '.join(FORMATS)}); send its "
                       "pixels to serving_default instead")
-    eight_bits = tf.debugging.assert_less_equal(
-        png_bit_depth(encoded), 8,
-        message="a 16-bit PNG: serve_bytes decodes 8-bit images only; stretch it to 8 bits as "
-                "training and predict do (each image from its 0.1st to its 99.9th percentile "
-                "to 0..255) and send the pixels to serving_default")
-    with tf.control_dependencies([known, eight_bits, check_pixels(size[0], size[1], max_pixels)]):
+    checks = [known, check_pixels(size[0], size[1], max_pixels)]
+    if intensity is None:
+        checks.append(tf.debugging.assert_less_equal(
+            png_bit_depth(encoded), 8,
+            message="a 16-bit PNG: this model was trained on 8-bit photos and serve_bytes maps "
+                    "16-bit ones only with a range the run recorded (metadata.json intensity); "
+                    "stretch it to 8 bits as predict does (from its 0.1st to its 99.9th "
+                    "percentile to 0..255) and send the pixels to serving_default"))
+    with tf.control_dependencies(checks):
         is_png = tf.strings.substr(encoded, 0, 4) == b"\x89PNG"
         is_jpeg = tf.strings.substr(encoded, 0, 3) == b"\xff\xd8\xff"
 
         def png_over_white():
+            if intensity is not None:
+                return tf.cond(png_bit_depth(encoded) > 8, deep_png, png8_over_white)
+            return png8_over_white()
+
+        def png8_over_white():
             rgba = tf.cast(tf.io.decode_png(encoded, channels=4, dtype=tf.uint8), tf.float32)
             alpha = rgba[..., 3:] / 255.0
             return tf.cast(tf.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)), tf.uint8)
+
+        def deep_png():  # images.read_image's arithmetic, in float64
+            rgba = tf.cast(tf.io.decode_png(encoded, channels=4, dtype=tf.uint16), tf.float64)
+            alpha = rgba[..., 3:] / 65535.0
+            values = rgba[..., :3] * alpha + 65535.0 * (1.0 - alpha)
+            low, high = (float(v) for v in intensity)
+            scaled = tf.clip_by_value((values - low) / (high - low), 0.0, 1.0) * 255.0
+            return tf.cast(tf.round(scaled), tf.uint8)  # half to even, as numpy's rint
 
         def jpeg():  # the accurate integer DCT, as Pillow decodes: the pixels predict reads
             return tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
@@ -131,9 +149,11 @@ class FrozenModel:
         return output
 
 
-def signatures(model: keras.Model, tta: bool, max_pixels: int, policy=None) -> tuple:
+def signatures(model: keras.Model, tta: bool, max_pixels: int, policy=None,
+               intensity=None) -> tuple:
     """(serving_default, serve_bytes) functions of `model`, to be traced with the input
-    signatures `SIGNATURES` gives; photos meet the model as `policy` (data.Policy) says."""
+    signatures `SIGNATURES` gives; photos meet the model as `policy` (data.Policy) says, and
+    `serve_bytes` maps 16-bit PNGs from `intensity` (the run's (low, high); None: refused)."""
     model = FrozenModel(model)
 
     def serving_default(images):
@@ -150,7 +170,7 @@ def signatures(model: keras.Model, tta: bool, max_pixels: int, policy=None) -> t
 
     def serve_bytes(images):
         def decode_all():
-            return tf.map_fn(lambda encoded: decode(encoded, max_pixels), images,
+            return tf.map_fn(lambda encoded: decode(encoded, max_pixels, intensity), images,
                              fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
         decoded = tf.cond(tf.size(images) > 0, decode_all,

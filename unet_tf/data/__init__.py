@@ -8,7 +8,7 @@
 """
 
 from unet_tf.data import geometry, policy
-from unet_tf.data.decoding import choose_resize
+from unet_tf.data.decoding import choose_intensity, choose_resize
 from unet_tf.data.policy import Policy, background_class
 from unet_tf.data.preprocess import (
     augment_batch,
@@ -49,6 +49,6 @@ def summary(split: Split, class_names) -> str:
 
 
 __all__ = ["DataError", "DataUnavailableError", "Policy", "Split", "augment_batch", "background_class",
-           "choose_resize", "ensure_available", "example_groups", "geometry", "groups_line", "policy", "list_files", "load_split", "load_splits",
+           "choose_intensity", "choose_resize", "ensure_available", "example_groups", "geometry", "groups_line", "policy", "list_files", "load_split", "load_splits",
            "make_dataset", "normalize", "parse_split", "planned_sizes", "resize_image", "resize_mask", "summary",
            "trimap_to_classes"]

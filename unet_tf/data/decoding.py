@@ -25,10 +25,14 @@ from unet_tf.config import parse_color
 from unet_tf.data import geometry, preprocess
 from unet_tf.data.policy import Policy, background_class, is_chosen
 from unet_tf.images import (
+    MAX_LABEL,
     MAX_PIXELS,
     ImageReadError,
     _open,
+    deep_values,
+    intensity_range,
     orientation,
+    parse_intensity,
     png_bit_depth,
     read_image,
     read_label_mask,
@@ -71,6 +75,36 @@ def choose_resize(config, files: list | None) -> tuple:
     return dataclasses.replace(config, **chosen), f"--resize auto: {reason}"
 
 
+def choose_intensity(config, files: list | None) -> tuple:
+    """(config, message): with `--intensity auto`, the range that maps photos with more than 8
+    bits a channel to 0..255 (`images.intensity_range`), measured on up to AUTO_SAMPLE of the
+    training photos in `files` and written into the configuration as LOW,HIGH, so that the run
+    records it and predict, evaluate and the export use it; config unchanged and no message when
+    the photos have 8 bits (or are not files), or the range is given."""
+    if config.intensity != "auto" or not files:
+        return config, None
+    picked = np.unique(np.linspace(0, len(files) - 1, min(AUTO_SAMPLE, len(files))).round())
+    deep = []
+    for index in picked.astype(int):
+        try:
+            values = deep_values(files[index].image)
+        except ImageReadError:  # named when the split is read
+            continue
+        if values is not None:
+            deep.append(values)
+    measured = intensity_range(deep)
+    if measured is None:
+        return config, None
+    low, high = (float(f"{value:.6g}") for value in measured)
+    if not high > low:
+        return config, (f"--intensity auto: the {len(deep)} photos with more than 8 bits looked "
+                        f"at are all {low:g}; each is stretched by its own percentiles")
+    return (dataclasses.replace(config, intensity=f"{low:g},{high:g}"),
+            f"--intensity auto: photos with more than 8 bits a channel are mapped from {low:g} "
+            f"(0) to {high:g} (255), the 0.1st and 99.9th percentiles of {len(deep)} training "
+            "photos; predict, evaluate and the export use the same range")
+
+
 # preprocess.trimap_to_classes as lookup tables, for numpy: trimap value -> class index.
 TRIMAP_CLASSES = {"trimap": np.array([0, 0, 1, 2] + [0] * 252, np.uint8),
                   "binary": np.array([0, 1, 0, 1] + [0] * 252, np.uint8)}
@@ -80,7 +114,8 @@ def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
     """(image, mask, None, note) at native size, the mask as class indices, or
     (None, None, reason, None) for a pair that cannot be used."""
     if config.labels == "instance":
-        image, instances, reason = read_instances(image_path, mask_path)
+        image, instances, reason = read_instances(image_path, mask_path,
+                                                  parse_intensity(config.intensity))
         if reason:
             return None, None, reason, None
         return image, instance_target(instances, config), None, None
@@ -89,7 +124,7 @@ def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
     colors = ([parse_color(entry.split("=", 1)[1]) for entry in config.mask_colors]
               if config.mask_colors else None)
     try:
-        image = read_image(image_path)
+        image = read_image(image_path, intensity=parse_intensity(config.intensity))
         mask, note = read_label_mask(mask_path, colors)
     except ImageReadError as error:
         return None, None, str(error), None
@@ -276,19 +311,18 @@ def _decode_in_graph(image_path, mask_path, graph_format, config, encoding):
 # the fitting samples, so that the fitted mask is exactly the boundary target of the fitted
 # instances.
 
-MAX_INSTANCE_ID = 65535  # a 16-bit label image's; more objects in one photo are refused
 
 
-def read_instances(image_path: Path, mask_path: Path) -> tuple:
+def read_instances(image_path: Path, mask_path: Path, intensity=None) -> tuple:
     """(image uint8 [H, W, 3], instances int32 [H, W], None), or (None, None, reason) for a pair
-    that cannot be used. `mask_path` is a label image (8- or 16-bit PNG, TIFF, ...: each object
+    that cannot be used (`intensity`: a deep photo's range, `images.read_image`). `mask_path` is a label image (8- or 16-bit PNG, TIFF, ...: each object
     its own id, 0 background) or a folder of one mask per object (nonzero: the object), numbered
     1, 2, ... in file-name order."""
     image_path, mask_path = Path(image_path), Path(mask_path)
     if not mask_path.is_file() and not mask_path.is_dir():
         return None, None, _missing(mask_path)
     try:
-        image = read_image(image_path)
+        image = read_image(image_path, intensity=intensity)
         instances = (_object_masks(mask_path) if mask_path.is_dir()
                      else _label_image(mask_path))
     except ImageReadError as error:
@@ -324,8 +358,8 @@ def _label_image(path: Path) -> np.ndarray:
     if values.size and values.min() < 0:
         raise ImageReadError(f"{path}: negative object ids ({values.min()}); expected 0 for "
                              "background and 1, 2, ... for the objects")
-    if values.size and values.max() > MAX_INSTANCE_ID:
-        raise ImageReadError(f"{path}: object ids up to {values.max()}, above {MAX_INSTANCE_ID}; "
+    if values.size and values.max() > MAX_LABEL:
+        raise ImageReadError(f"{path}: object ids up to {values.max()}, above {MAX_LABEL}; "
                              "number the objects of each image from 1 (16-bit ids)")
     return values.astype(np.int32)
 
@@ -336,8 +370,8 @@ def _object_masks(folder: Path) -> np.ndarray:
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise ImageReadError(f"{folder}: no object masks in the folder")
-    if len(files) > MAX_INSTANCE_ID:
-        raise ImageReadError(f"{folder}: {len(files)} object masks, above {MAX_INSTANCE_ID}")
+    if len(files) > MAX_LABEL:
+        raise ImageReadError(f"{folder}: {len(files)} object masks, above {MAX_LABEL}")
     instances = None
     for number, path in enumerate(files, start=1):
         image = _open(path, MAX_PIXELS)

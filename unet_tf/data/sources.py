@@ -342,9 +342,12 @@ def group_validation_part(groups, fraction: float, seed: int = 0,
 
 
 def _held_names(config, names) -> set:
-    """The names among `names` (a split's listed examples) --group-by holds out."""
+    """The names among `names` (a split's listed examples) --group-by holds out: the groups
+    `config.seed` chooses (the run's seed, recorded in its config.json, so that evaluate finds
+    the same ones; no seed: those of seed 0)."""
+    seed = config.seed if config.seed is not None else 0
     in_val = group_validation_part(example_groups(config, names), config.validation_fraction,
-                                   what=f"--group-by {config.group_by}")
+                                   seed, what=f"--group-by {config.group_by}")
     return {name for name, held in zip(names, in_val) if held}
 
 
@@ -671,7 +674,7 @@ def _folder_pairs(config, split: str) -> tuple:
     return pairs, skipped
 
 
-def _object_folders(folder: Path) -> list:
+def object_folders(folder: Path) -> list:
     """The ID/ folders of a one-folder-per-image layout (ID/images/ID.png and ID/masks/*.png, one
     mask per object, as the 2018 Data Science Bowl ships), sorted; [] for any other folder."""
     if not folder.is_dir():
@@ -684,8 +687,8 @@ def _per_object_pairs(config, root: Path, split: str) -> tuple | None:
     """(pairs, skipped) of a split of a one-folder-per-image layout, each pair's mask the
     folder of its objects' masks (decoding.read_instances reads it); None for another layout."""
     name, start, stop = parse_split(split)
-    base = root / name if _object_folders(root / name) else root
-    folders = _object_folders(base)
+    base = root / name if object_folders(root / name) else root
+    folders = object_folders(base)
     if not folders:
         return None
     example = folders[0].name

@@ -20,6 +20,7 @@ from unet_tf.config import CLASS_NAMES, Config, labels_for
 from unet_tf.data.policy import Policy
 from unet_tf.errors import UserError
 from unet_tf.files import ensure_free_space, temporary_path, variables_bytes
+from unet_tf.images import parse_intensity
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -63,6 +64,13 @@ class RunInfo:
         if not self.config:
             return Policy(size=self.input_size)
         return Policy.from_config(Config.from_dict(self.config), size=self.input_size)
+
+    @property
+    def intensity(self) -> tuple | None:
+        """(low, high): how the run maps photos with more than 8 bits a channel to 0..255
+        (`--intensity`, measured on its training photos), or None: each photo by its own
+        percentiles (a run of 8-bit photos, or one made before runs recorded it)."""
+        return parse_intensity(self.config.get("intensity", "auto")) if self.config else None
 
 
 class ModelFileError(UserError):
