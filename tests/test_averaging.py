@@ -31,6 +31,7 @@ def _is_batch_norm_statistic(model):
     return [id(w) in statistics for w in model.weights]
 
 
+@pytest.mark.slow  # a training run
 def test_average_weights_is_the_mean_from_the_best_epoch_with_batch_norm_measured_again(
         tmp_path, monkeypatch):
     from unet_tf import train as train_lib
@@ -138,6 +139,7 @@ def test_plateau_average_restarts_at_a_new_best_and_resumes_from_its_state():
         np.testing.assert_allclose(w, (3 + 5) / 2)
 
 
+@pytest.mark.slow  # a training run
 def test_without_validation_every_example_trains_and_the_last_quarter_is_averaged(
         tmp_path, monkeypatch, capsys):
     from unet_tf import train as train_lib

@@ -62,6 +62,7 @@ def test_docs_options_table_is_current():
 LOG_LINE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|retracing|cuInit", re.MULTILINE)
 
 
+@pytest.mark.slow  # a training run in a new process
 def test_a_run_prints_no_tensorflow_log_lines(tmp_path, run_python):
     args = ["-m", "unet_tf.train", "--preset", "quickstart", "--image-size", "32", "--epochs",
             "1", "--synthetic-train-examples", "4", "--synthetic-val-examples", "2",

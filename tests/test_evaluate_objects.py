@@ -221,3 +221,30 @@ def test_the_notebook_scores_and_outlines_the_objects_of_an_instance_run(tmp_pat
     assert outlined == ["empty", "true: 0 objects", "found: 0 objects",
                         "pair", "true: 2 objects", "found: 1 object",
                         "single", "true: 1 object", "found: 1 object"]
+
+
+def test_predict_masks_gives_each_image_s_probabilities_from_the_same_prediction():
+    """predict_masks(each=...) hands every image's class probabilities to `each` (with its index)
+    and returns what it gave beside the masks, which are those probabilities' argmax: batched at
+    the model's size and one photo at a time at the photos' own sizes."""
+    from unet_tf.inference import predict_masks
+
+    model = _class_model()
+    targets = [t % 3 for t in (np.arange(SIZE * SIZE).reshape(SIZE, SIZE),
+                               np.eye(SIZE, dtype=np.int64), np.zeros((SIZE, SIZE), np.int64))]
+    batched = np.stack([_photo(t.astype(np.uint8), 1) for t in targets])
+    seen = []
+    masks, kept = predict_masks(model, batched, batch_size=2,
+                                each=lambda i, p: seen.append(i) or (i, p.shape, p.argmax(-1)))
+    assert seen == [0, 1, 2] and [k[:2] for k in kept] == [(i, (SIZE, SIZE, 3)) for i in range(3)]
+    for target, mask, (_, _, argmax) in zip(targets, masks, kept):
+        np.testing.assert_array_equal(mask, target)
+        np.testing.assert_array_equal(argmax, target)
+    np.testing.assert_array_equal(predict_masks(model, batched, batch_size=2), masks)
+    photos = [_photo(targets[0].astype(np.uint8), 2), _photo(targets[1].astype(np.uint8), 1)]
+    masks, kept = predict_masks(model, photos, policy=Policy(size=SIZE),
+                                each=lambda i, p: (i, p))
+    assert [i for i, _ in kept] == [0, 1]
+    for mask, (_, probabilities), photo in zip(masks, kept, photos):
+        assert probabilities.shape == photo.shape and mask.shape == photo.shape[:2]
+        np.testing.assert_array_equal(mask, probabilities.argmax(-1))

@@ -55,6 +55,7 @@ def _wait_for_epochs(run, process, count, timeout=900):
     pytest.fail("training did not reach the epoch in time")
 
 
+@pytest.mark.slow  # a training process killed and resumed: two minutes on 2 cores
 def test_sigkill_then_resume_loses_at_most_one_epoch(tmp_path, run_python):
     run = tmp_path / "run"
     # Six epochs to spare after the two waited for: still training when the kill comes, even if
@@ -83,6 +84,7 @@ def test_sigkill_then_resume_loses_at_most_one_epoch(tmp_path, run_python):
     assert not list((run / "resume").glob("epoch_*"))
 
 
+@pytest.mark.slow  # a training process, stopped and resumed
 def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):
     run = tmp_path / "run"
     # Far more epochs than the test waits for: on a busy machine the test may notice the first
@@ -111,6 +113,7 @@ class _PoisonWeights(keras.callbacks.Callback):
             self.model.set_weights([np.full_like(w, np.nan) for w in self.model.get_weights()])
 
 
+@pytest.mark.slow  # a training run in a new process
 def test_divergence_stops_and_keeps_the_best_model(tmp_path):
     from unet_tf.train import train
     from unet_tf.training import TrainingDiverged
@@ -128,6 +131,7 @@ def test_divergence_stops_and_keeps_the_best_model(tmp_path):
     assert report["epochs_run"] == 2 and report["mean_dice"] is not None
 
 
+@pytest.mark.slow  # a training run in a new process
 def test_divergence_without_validation_keeps_the_last_completed_epoch(tmp_path):
     from unet_tf.train import train
     from unet_tf.training import TrainingDiverged

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 RECORD = Path(__file__).with_name("fingerprint.json")
 SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/oxford-pets-sample"
@@ -134,6 +135,7 @@ def _same(recorded, now, where: str, problems: list) -> None:
         problems.append(f"{where}: {now} != recorded {recorded}")
 
 
+@pytest.mark.slow  # a seeded run on the pets sample: two minutes on 2 cores
 def test_behaviour_matches_the_recorded_fingerprint(tmp_path):
     recorded = json.loads(RECORD.read_text())
     with_sample = (SAMPLE / "images").is_dir()

@@ -167,6 +167,7 @@ def test_an_unusable_pair_moves_no_group(patients):
     assert data.planned_sizes(config)[:2] == (len(train), len(val))  # listed, not read
 
 
+@pytest.mark.slow  # a training run in a new process
 def test_a_run_prints_the_groups_on_each_side(patients, tmp_path, capsys):
     from unet_tf.train import main
 

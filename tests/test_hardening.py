@@ -65,6 +65,7 @@ def test_resume_refuses_a_config_json_edited_since_the_run_started(run_copy, cap
 
 
 # 9: a run killed before its first epoch was saved is no dead end
+@pytest.mark.slow  # a training run resumed
 def test_resume_of_a_run_killed_before_its_first_epoch_starts_it_again(tiny_run, tmp_path,
                                                                       capsys):
     from unet_tf.train import main
@@ -104,6 +105,7 @@ def test_sigterm_stops_training_as_ctrl_c_does(tmp_path):
 
 
 # 11: Ctrl-C while the weights are averaged still names the command that finishes the run
+@pytest.mark.slow  # a training run
 def test_ctrl_c_during_weight_averaging_prints_the_resume_command(tmp_path, capsys,
                                                                    monkeypatch):
     from unet_tf import averaging
@@ -170,6 +172,7 @@ def test_an_error_shows_a_long_value_cut_short():
 
 
 # 7: a full disk, wherever it is met, is one line
+@pytest.mark.slow  # a training run
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
     import collections
 

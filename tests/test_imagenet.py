@@ -88,6 +88,7 @@ def _encoder(out, name):
         return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
 
 
+@pytest.mark.slow  # a training run with the stand-in weights in a new process (`stand_in_run`)
 def test_imagenet_weights_come_from_the_cached_file(stand_in_run):
     out, stand_in = stand_in_run
     start = _encoder(out, "start")
@@ -97,6 +98,7 @@ def test_imagenet_weights_come_from_the_cached_file(stand_in_run):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow  # a training run with the stand-in weights in a new process (`stand_in_run`)
 def test_encoder_sees_the_pixels_imagenet_weights_expect(stand_in_run):
     out, _ = stand_in_run
     with np.load(out / "preprocessing.npz") as arrays:
@@ -104,6 +106,7 @@ def test_encoder_sees_the_pixels_imagenet_weights_expect(stand_in_run):
         np.testing.assert_allclose(arrays["ours"], arrays["expected"], atol=1e-5)
 
 
+@pytest.mark.slow  # a training run with the stand-in weights in a new process (`stand_in_run`)
 def test_encoder_is_frozen_then_fine_tuned_with_batch_norm_kept(stand_in_run):
     out, stand_in = stand_in_run
     summary = json.loads((out / "summary.json").read_text())

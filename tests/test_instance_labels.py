@@ -3,6 +3,7 @@ target of unet_tf.instances.boundary_target (background, interior, boundary), ex
 resize policy's nearest-neighbour fitting; their errors; resize auto measuring each object."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -256,6 +257,7 @@ def test_presets_accept_instance_labels_and_other_datasets_do_not(tmp_path):
         preset("own-data", data_dir=str(tmp_path), labels="instance", classes=("a", "b", "c"))
 
 
+@pytest.mark.slow  # a training run
 def test_a_tiny_run_trains_a_3_class_model(labelled, tmp_path):
     from unet_tf.train import train
 
@@ -276,6 +278,29 @@ def test_a_tiny_run_trains_a_3_class_model(labelled, tmp_path):
     training, _ = data.load_splits(config)
     areas = np.concatenate([np.bincount(truth[name].ravel())[1:] for name in training.names])
     assert report["min_object_size"] == max(1, int(np.percentile(areas[areas > 0], 5) / 4))
+
+
+def test_the_min_object_size_reads_a_sample_of_a_large_training_part(labelled, monkeypatch):
+    """The areas come from at most AUTO_SAMPLE label files spread over the training part (here 3
+    of them), not from every file read again."""
+    from unet_tf import evaluation
+    from unet_tf.instances import min_object_size
+
+    root, truth = labelled
+    config = _config(root)
+    training = data.load_split(config, "train")
+    read = []
+
+    def counted(image, mask, *args, **kwargs):
+        read.append(Path(mask).stem)
+        return read_instances(image, mask, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "AUTO_SAMPLE", 3, raising=False)
+    monkeypatch.setattr(evaluation, "read_instances", counted)
+    size = evaluation.training_min_object_size(config, training)
+    assert len(training) > 3 and len(read) == 3
+    assert read[0] == training.names[0] and read[-1] == training.names[-1]  # spread over the part
+    assert size == min_object_size([truth[name] for name in read])
 
 
 def test_streamed_examples_equal_the_examples_held_in_memory(labelled):

@@ -159,6 +159,7 @@ def _step_counter():
     return counter, steps
 
 
+@pytest.mark.slow  # a training run on patches
 def test_patch_training_runs_saves_the_model_size_and_evaluates(own_data, tmp_path):
     """Crops of squashed photos here; native-resolution patches in the resize auto test below."""
     from unet_tf.train import train
@@ -334,6 +335,7 @@ def test_resize_auto_squashes_wide_objects_and_patches_narrow_ones():
     assert choose([float("nan")], [(64, 64)], 128)["resize"] == "squash"
 
 
+@pytest.mark.slow  # a training run in a new process
 def test_training_with_resize_auto_and_train_steps_writes_what_it_chose(own_data, tmp_path):
     """The discs (radius 3-6) of photos of 48-120 px are about 3 px wide squashed to 32 px: auto
     trains on 32 px patches at native size, 6 crops of each photo (a median photo of 80 x 80

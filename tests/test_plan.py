@@ -21,6 +21,7 @@ def _files(folder: Path) -> list:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
+@pytest.mark.slow  # reads the pets sample in a new process
 def test_dry_run_prints_the_plan_of_the_pets_sample_and_writes_nothing(pets_sample, tmp_path,
                                                                         run_python):
     before = _files(tmp_path)
@@ -70,6 +71,7 @@ def test_the_plan_of_large_photos_streams_them_from_an_estimate_of_their_headers
     assert _files(tmp_path) == before
 
 
+@pytest.mark.slow  # a training run in a new process
 def test_a_run_prints_its_plan_and_keeps_it_beside_a_config_with_nothing_left_on_auto(
         tmp_path, capsys):
     from unet_tf.train import train
@@ -90,6 +92,7 @@ def test_a_run_prints_its_plan_and_keeps_it_beside_a_config_with_nothing_left_on
     assert again.config == saved.config and again.steps_per_epoch == saved.steps_per_epoch
 
 
+@pytest.mark.slow  # a new process
 def test_dry_run_of_resume_shows_the_saved_plan_not_a_new_one(tiny_run, tmp_path, run_python):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

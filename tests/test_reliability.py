@@ -332,6 +332,7 @@ def test_run_dir_below_a_file_or_not_writable(tmp_path, monkeypatch, capsys):
     _one_line_error(capsys.readouterr().err, "/sys/unet_tf_run", "cannot create")
 
 
+@pytest.mark.slow  # a training run
 def test_a_full_disk_mid_run_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch,
                                                                        capsys):
     from unet_tf.train import main

@@ -54,6 +54,7 @@ def test_history_numbers_epochs_from_1_as_metrics_json_does(tiny_run):
     assert json.loads((tiny_run / "metrics.json").read_text())["best_epoch"] == 1
 
 
+@pytest.mark.slow  # the run stopped and resumed (`resumed`)
 def test_history_numbering_goes_on_after_resume_and_agrees_with_the_best_epoch(resumed):
     run, _ = resumed
     rows = _rows(run)
@@ -75,6 +76,7 @@ def test_train_log_holds_the_plan_the_summary_and_the_files(tiny_run):
     assert f"  {tiny_run / 'train.log'}" in lines
 
 
+@pytest.mark.slow  # the run stopped and resumed (`resumed`)
 def test_train_log_keeps_each_progress_bar_as_one_line(resumed):
     _, stopped = resumed
     assert "\r" not in stopped and "\b" not in stopped and "\x1b" not in stopped
@@ -86,6 +88,7 @@ def test_train_log_keeps_each_progress_bar_as_one_line(resumed):
     assert stopped.splitlines()[-1] == "stopped: interrupted (Ctrl-C or SIGTERM)"
 
 
+@pytest.mark.slow  # the run stopped and resumed (`resumed`)
 def test_train_log_is_appended_to_on_resume(resumed):
     run, stopped = resumed
     log = (run / "train.log").read_text()

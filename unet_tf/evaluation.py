@@ -18,18 +18,12 @@ import dataclasses
 import keras
 import numpy as np
 
-import tensorflow as tf
-
 from unet_tf import data, instances, metrics
-from unet_tf.inference import postprocess
 from unet_tf.config import Config, preset
 from unet_tf.data import Policy, Split, geometry
-from unet_tf.data.decoding import nearest_indices, read_instances
+from unet_tf.data.decoding import AUTO_SAMPLE, nearest_indices, read_instances
 from unet_tf.data.policy import NATIVE, PAD, SQUASH
-from unet_tf.data.preprocess import normalize
-from unet_tf.inference import predict_masks
-from unet_tf.inference.segment import class_probabilities, segment
-from unet_tf.progress import progress
+from unet_tf.inference import postprocess, predict_masks
 from unet_tf.run.model_file import RunInfo
 
 
@@ -314,10 +308,14 @@ def true_objects(config: Config, split: Split, full: bool) -> tuple:
 
 def training_min_object_size(config: Config, train_split: Split) -> int | None:
     """The `min_object_size` a labels-instance run records (pixels at the photos' own size): from
-    its training objects, read again from their mask files (`instances.min_object_size`)."""
+    the objects of up to `AUTO_SAMPLE` of its training label images spread over the split, as
+    resize auto and intensity auto look at them (`instances.min_object_size`), so that a large
+    folder is not read a second time in full."""
+    files = example_files(config, train_split)
+    picked = np.unique(np.linspace(0, len(files) - 1, min(AUTO_SAMPLE, len(files))).round())
     labels = []
-    for pair in example_files(config, train_split):
-        _, read, reason = read_instances(pair.image, pair.mask)
+    for index in picked.astype(int):
+        _, read, reason = read_instances(files[index].image, files[index].mask)
         if not reason:  # unusable pairs were named and skipped when the split was read
             labels.append(read)
     return instances.min_object_size(labels)
@@ -348,31 +346,12 @@ def min_sizes(min_size, shapes, policy: Policy | None) -> list:
 
 
 def predict_objects(model: keras.Model, images, separation: dict, sizes, tta: bool = False,
-                    policy: Policy | None = None, batch_size: int = 32) -> tuple:
+                    policy: Policy | None = None) -> tuple:
     """(masks, predicted instance images) of a split's images from one prediction: the masks as
-    `predict_masks` gives them (the argmax of the class probabilities, at the model's size or
-    through `policy` at each photo's), the instances `instances.separate` of the same
-    probabilities with `separation` (`instances.classes_for_separation`) and each image's min
-    size from `sizes`."""
-    labels = []
-    if isinstance(images, (list, tuple)):
-        step = tf.function(lambda image: [t[0] for t in segment(model, image[None], tta, policy)],
-                           input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-        masks = []
-        for image, size in zip(progress(images, "predict", unit="img"), sizes):
-            mask, probabilities = step(image)
-            masks.append(mask.numpy())
-            labels.append(instances.separate(probabilities.numpy(), size, **separation))
-        return masks, labels
-    batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(normalize)
-    step = tf.function(lambda batch: class_probabilities(model, batch, tta))
-    masks = []
-    for batch in progress(batches, "predict", total=-(-len(images) // batch_size), unit="batch"):
-        probabilities = step(batch).numpy()
-        masks.append(np.argmax(probabilities, axis=-1))
-        for one in probabilities:
-            labels.append(instances.separate(one, sizes[len(labels)], **separation))
-    return np.concatenate(masks), labels
+    `predict_masks` gives them, the instances `instances.separate` of the same probabilities with
+    `separation` (`instances.classes_for_separation`) and each image's min size from `sizes`."""
+    return predict_masks(model, images, tta=tta, policy=policy, each=lambda index, probabilities:
+                         instances.separate(probabilities, sizes[index], **separation))
 
 
 def score_objects(model: keras.Model, info: RunInfo, config: Config, split: Split, full: bool,

@@ -76,15 +76,29 @@ def _probabilities_at_size(model: keras.Model, images, policy: Policy):
 
 
 def predict_masks(model: keras.Model, images, batch_size: int = 32, tta: bool = False,
-                  policy: Policy | None = None):
+                  policy: Policy | None = None, each=None):
     """Class indices for images as a split holds them: [N, S, S] for uint8 [N, S, S, 3] at the
     model's size (batched), or a list of [H, W] for a list of photos of any sizes (each through
-    `segment` with `policy`)."""
+    `segment` with `policy`). With `each`, (masks, [each(i, probabilities of image i), ...]): a
+    function of every image's class probabilities [H, W, C] (numpy), from the same prediction."""
+    kept = []
     if isinstance(images, (list, tuple)):
-        step = tf.function(lambda image: segment(model, image[None], tta, policy)[0][0],
+        step = tf.function(lambda image: [t[0] for t in segment(model, image[None], tta, policy)],
                            input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-        return [step(image).numpy() for image in progress(images, "predict", unit="img")]
+        masks = []
+        for image in progress(images, "predict", unit="img"):
+            mask, probabilities = step(image)
+            masks.append(mask.numpy())
+            if each is not None:
+                kept.append(each(len(kept), probabilities.numpy()))
+        return (masks, kept) if each is not None else masks
     batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(normalize)
-    step = tf.function(lambda batch: tf.argmax(class_probabilities(model, batch, tta), axis=-1))
-    return np.concatenate([step(batch).numpy() for batch in progress(
-        batches, "predict", total=-(-len(images) // batch_size), unit="batch")])
+    step = tf.function(lambda batch: class_probabilities(model, batch, tta))
+    masks = []
+    for batch in progress(batches, "predict", total=-(-len(images) // batch_size), unit="batch"):
+        probabilities = step(batch)
+        masks.append(tf.argmax(probabilities, axis=-1).numpy())
+        if each is not None:
+            kept.extend(each(len(kept), one) for one in probabilities.numpy())
+    masks = np.concatenate(masks)
+    return (masks, kept) if each is not None else masks
