@@ -245,6 +245,8 @@ def test_predict_masks_gives_each_image_s_probabilities_from_the_same_prediction
     masks, kept = predict_masks(model, photos, policy=Policy(size=SIZE),
                                 each=lambda i, p: (i, p))
     assert [i for i, _ in kept] == [0, 1]
-    for mask, (_, probabilities), photo in zip(masks, kept, photos):
-        assert probabilities.shape == photo.shape and mask.shape == photo.shape[:2]
+    for mask, (_, probabilities), target, scale in zip(masks, kept, targets, (2, 1)):
+        expected = np.kron(target, np.ones((scale, scale), np.int64))
+        assert probabilities.shape == (*expected.shape, 3)  # 3 classes
+        np.testing.assert_array_equal(mask, expected)
         np.testing.assert_array_equal(mask, probabilities.argmax(-1))

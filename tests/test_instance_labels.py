@@ -295,12 +295,30 @@ def test_the_min_object_size_reads_a_sample_of_a_large_training_part(labelled, m
         read.append(Path(mask).stem)
         return read_instances(image, mask, *args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "AUTO_SAMPLE", 3, raising=False)
+    monkeypatch.setattr(evaluation, "AUTO_SAMPLE", 3)
     monkeypatch.setattr(evaluation, "read_instances", counted)
     size = evaluation.training_min_object_size(config, training)
     assert len(training) > 3 and len(read) == 3
     assert read[0] == training.names[0] and read[-1] == training.names[-1]  # spread over the part
     assert size == min_object_size([truth[name] for name in read])
+
+
+def test_a_run_records_its_min_object_size_beside_its_scores(labelled, tmp_path, capsys):
+    """What training adds to metrics.json once it ends (the whole run is a slow test): the
+    smallest object kept, a quarter of the 5th-percentile area of the training objects at the
+    photos' own size, computed here with numpy; the scores already there stay; the run says it."""
+    from unet_tf.train import _record_min_object_size
+
+    root, truth = labelled
+    config = _config(root)
+    training = data.load_split(config, "train")
+    (tmp_path / "metrics.json").write_text(json.dumps({"mean_dice": 0.5}))
+    _record_min_object_size(tmp_path, config, training)
+    areas = np.concatenate([np.bincount(truth[name].ravel())[1:] for name in training.names])
+    expected = max(1, int(np.percentile(areas[areas > 0], 5) / 4))
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {
+        "mean_dice": 0.5, "min_object_size": expected}
+    assert f"fragments under {expected} px" in capsys.readouterr().out
 
 
 def test_streamed_examples_equal_the_examples_held_in_memory(labelled):

@@ -97,8 +97,12 @@ def predict_masks(model: keras.Model, images, batch_size: int = 32, tta: bool = 
     masks = []
     for batch in progress(batches, "predict", total=-(-len(images) // batch_size), unit="batch"):
         probabilities = step(batch)
-        masks.append(tf.argmax(probabilities, axis=-1).numpy())
-        if each is not None:
-            kept.extend(each(len(kept), one) for one in probabilities.numpy())
+        if each is None:
+            masks.append(tf.argmax(probabilities, axis=-1).numpy())
+            continue
+        probabilities = probabilities.numpy()  # one copy for the masks and for `each`
+        masks.append(np.argmax(probabilities, axis=-1))
+        for one in probabilities:
+            kept.append(each(len(kept), one))
     masks = np.concatenate(masks)
     return (masks, kept) if each is not None else masks
