@@ -284,6 +284,7 @@ def test_the_min_object_size_reads_a_sample_of_a_large_training_part(labelled, m
     """The areas come from at most AUTO_SAMPLE label files spread over the training part (here 3
     of them), not from every file read again."""
     from unet_tf import evaluation
+    from unet_tf.data import decoding
     from unet_tf.instances import min_object_size
 
     root, truth = labelled
@@ -295,7 +296,7 @@ def test_the_min_object_size_reads_a_sample_of_a_large_training_part(labelled, m
         read.append(Path(mask).stem)
         return read_instances(image, mask, *args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "AUTO_SAMPLE", 3)
+    monkeypatch.setattr(decoding, "AUTO_SAMPLE", 3)
     monkeypatch.setattr(evaluation, "read_instances", counted)
     size = evaluation.training_min_object_size(config, training)
     assert len(training) > 3 and len(read) == 3

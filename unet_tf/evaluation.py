@@ -21,7 +21,7 @@ import numpy as np
 from unet_tf import data, instances, metrics
 from unet_tf.config import Config, preset
 from unet_tf.data import Policy, Split, geometry
-from unet_tf.data.decoding import AUTO_SAMPLE, nearest_indices, read_instances
+from unet_tf.data.decoding import nearest_indices, read_instances, spread_sample
 from unet_tf.data.policy import NATIVE, PAD, SQUASH
 from unet_tf.inference import postprocess, predict_masks
 from unet_tf.run.model_file import RunInfo
@@ -308,14 +308,11 @@ def true_objects(config: Config, split: Split, full: bool) -> tuple:
 
 def training_min_object_size(config: Config, train_split: Split) -> int | None:
     """The `min_object_size` a labels-instance run records (pixels at the photos' own size): from
-    the objects of up to `AUTO_SAMPLE` of its training label images spread over the split, as
-    resize auto and intensity auto look at them (`instances.min_object_size`), so that a large
-    folder is not read a second time in full."""
-    files = example_files(config, train_split)
-    picked = np.unique(np.linspace(0, len(files) - 1, min(AUTO_SAMPLE, len(files))).round())
+    `instances.min_object_size` of the training label images that resize auto and intensity
+    auto look at (`decoding.spread_sample`), so that a large folder is not read again in full."""
     labels = []
-    for index in picked.astype(int):
-        _, read, reason = read_instances(files[index].image, files[index].mask)
+    for pair in spread_sample(example_files(config, train_split)):
+        _, read, reason = read_instances(pair.image, pair.mask)
         if not reason:  # unusable pairs were named and skipped when the split was read
             labels.append(read)
     return instances.min_object_size(labels)

@@ -43,6 +43,13 @@ from unet_tf.images import (
 AUTO_SAMPLE = 64
 
 
+def spread_sample(files: list) -> list:
+    """Up to AUTO_SAMPLE of `files`, spread evenly over them from the first to the last: the
+    files the run's automatic choices look at."""
+    picked = np.unique(np.linspace(0, len(files) - 1, min(AUTO_SAMPLE, len(files))).round())
+    return [files[index] for index in picked.astype(int)]
+
+
 def choose_resize(config, files: list | None) -> tuple:
     """(config, message): `config` with resize auto made concrete (`geometry.choose_policy`) from
     the objects in up to AUTO_SAMPLE of the masks in `files` (`list_files`), before training
@@ -53,11 +60,9 @@ def choose_resize(config, files: list | None) -> tuple:
     if not files:
         chosen = {"resize": "squash", "reason": "masks not listed as files here: squash"}
     else:
-        picked = np.unique(np.linspace(0, len(files) - 1, min(AUTO_SAMPLE, len(files))).round())
         encoding = "trimap" if config.dataset == "oxford_iiit_pet" else "index"
         widths, shapes = [], []
-        for index in picked.astype(int):
-            pair = files[index]
+        for pair in spread_sample(files):
             if config.labels == "instance":  # each object's own width, touching or not
                 from unet_tf.instances import instance_width
 
@@ -83,11 +88,10 @@ def choose_intensity(config, files: list | None) -> tuple:
     the photos have 8 bits (or are not files), or the range is given."""
     if config.intensity != "auto" or not files:
         return config, None
-    picked = np.unique(np.linspace(0, len(files) - 1, min(AUTO_SAMPLE, len(files))).round())
     deep = []
-    for index in picked.astype(int):
+    for pair in spread_sample(files):
         try:
-            values = deep_values(files[index].image)
+            values = deep_values(pair.image)
         except ImageReadError:  # named when the split is read
             continue
         if values is not None:

@@ -93,16 +93,17 @@ def predict_masks(model: keras.Model, images, batch_size: int = 32, tta: bool = 
                 kept.append(each(len(kept), probabilities.numpy()))
         return (masks, kept) if each is not None else masks
     batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(normalize)
-    step = tf.function(lambda batch: class_probabilities(model, batch, tta))
+    def masks_and_probabilities(batch):
+        probabilities = class_probabilities(model, batch, tta)
+        return tf.argmax(probabilities, axis=-1), probabilities
+
+    step = tf.function(masks_and_probabilities)
     masks = []
     for batch in progress(batches, "predict", total=-(-len(images) // batch_size), unit="batch"):
-        probabilities = step(batch)
-        if each is None:
-            masks.append(tf.argmax(probabilities, axis=-1).numpy())
-            continue
-        probabilities = probabilities.numpy()  # one copy for the masks and for `each`
-        masks.append(np.argmax(probabilities, axis=-1))
-        for one in probabilities:
-            kept.append(each(len(kept), one))
+        mask, probabilities = step(batch)
+        masks.append(mask.numpy())
+        if each is not None:
+            for one in probabilities.numpy():
+                kept.append(each(len(kept), one))
     masks = np.concatenate(masks)
     return (masks, kept) if each is not None else masks
