@@ -71,6 +71,14 @@ def test_own_data_preset_reads_a_folder_of_binary_masks():
     assert preset("own-data", data_dir="d", epochs=50).train_steps == 0
     both = parse("--preset", "own-data", "--data-dir", "d", "--epochs", "8", "--train-steps", "9")
     assert (both.epochs, both.train_steps) == (8, 9)
+    # Fewer steps on native-resolution patches, unless the length is given.
+    assert config.patch_train_steps == 1200
+    assert both.patch_train_steps == 0
+    assert parse("--preset", "own-data", "--data-dir", "d", "--train-steps", "3000"
+                 ).patch_train_steps == 0
+    assert preset("own-data", data_dir="d", epochs=50).patch_train_steps == 0
+    assert parse("--preset", "own-data", "--data-dir", "d", "--train-steps", "3000",
+                 "--patch-train-steps", "900").patch_train_steps == 900
 
 
 def test_quickstart_preset_is_offline_and_small():

@@ -354,6 +354,28 @@ def test_folder_source_without_the_layout_is_a_helpful_error(tmp_path):
     assert "images/" in message and "masks/" in message and "same stem" in message
 
 
+def test_label_images_read_as_binary_masks_say_to_read_them_as_instances(tmp_path):
+    """A mask with one id per object, read with the default --labels binary: every pair fails
+    with one short line per photo that names --labels instance, not hundreds of values."""
+    for folder in ("images", "masks"):
+        (tmp_path / "train" / folder).mkdir(parents=True)
+    ids = np.zeros((32, 32), np.uint8)
+    for index in range(40):
+        ids[(index // 8) * 6:(index // 8) * 6 + 4, (index % 8) * 4:(index % 8) * 4 + 3] = index + 1
+    Image.new("RGB", (32, 32)).save(tmp_path / "train" / "images" / "cells.png")
+    Image.fromarray(ids).save(tmp_path / "train" / "masks" / "cells.png")
+    with pytest.raises(data.DataError) as error:
+        data.load_splits(folder_config(tmp_path / "train", validation_fraction=0.0,
+                                       val_split="none"))
+    message = str(error.value)
+    assert "cells: binary mask values 41 values from 0 to 40" in message
+    assert "--labels instance" in message and ", 39," not in message
+    with pytest.raises(data.DataError, match="41 values from 0 to 40 outside the 3 classes"):
+        data.load_splits(folder_config(tmp_path / "train", validation_fraction=0.0,
+                                       val_split="none", labels="index",
+                                       classes=("background", "a", "b")))
+
+
 def test_folder_source_with_no_usable_example_is_an_error(tmp_path):
     for split in ("train", "test"):
         (tmp_path / split / "images").mkdir(parents=True)

@@ -38,6 +38,18 @@ def own_data(tmp_path_factory):
     return root
 
 
+def _large_objects(root, count: int):
+    """images/ + masks/ of `count` 64 x 96 photos, each with one object filling most of it."""
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(np.full((64, 96, 3), 40 * i, np.uint8)).save(root / "images" / f"{i}.png")
+        mask = np.zeros((64, 96), np.uint8)
+        mask[10:50, 20:70] = 255
+        write_png(root / "masks" / f"{i}.png", mask)
+    return root
+
+
 def _config(root, **values):
     return Config(**{**dict(dataset="folder", data_dir=str(root), labels="binary",
                             encoder_weights="none", image_size=32, validation_fraction=0.25,
@@ -359,17 +371,28 @@ def test_training_with_resize_auto_and_train_steps_writes_what_it_chose(own_data
     assert report["epochs_run"] == len(steps) and np.isfinite(report["mean_dice"])
     assert keras.models.load_model(run / "model.keras").input_shape[1] == 32  # the patch
     # Photos whose objects fill them stay squashed.
-    big = tmp_path / "big"
-    for folder in ("images", "masks"):
-        (big / folder).mkdir(parents=True)
-    for i in range(3):
-        Image.fromarray(np.full((64, 96, 3), 40 * i, np.uint8)).save(big / "images" / f"{i}.png")
-        mask = np.zeros((64, 96), np.uint8)
-        mask[10:50, 20:70] = 255
-        write_png(big / "masks" / f"{i}.png", mask)
+    big = _large_objects(tmp_path / "big", 3)
     chosen, message = data.choose_resize(_config(big, resize="auto"),
                                          data.list_files(_config(big), "train"))
     assert chosen.resize == "squash" and "squash" in message
+
+
+def test_patches_train_the_steps_given_for_patches_and_whole_photos_their_own(own_data, tmp_path):
+    """own-data trains fewer steps when resize auto chooses native-resolution patches (their
+    epochs also validate every photo tile by tile): the plan makes --patch-train-steps the run's
+    --train-steps, says so, and config.json keeps what was trained."""
+    from unet_tf.plan import make_plan
+
+    patches = make_plan(_config(own_data, resize="auto", train_steps=40, patch_train_steps=12))
+    assert patches.config.resize == "none"
+    assert (patches.config.train_steps, patches.config.patch_train_steps) == (12, 0)
+    assert patches.config.epochs == -(-12 // patches.steps_per_epoch)
+    assert "--patch-train-steps 12: native-resolution patches train 12 steps in place of " \
+           "--train-steps 40" in patches.block()
+    whole = make_plan(_config(_large_objects(tmp_path / "big", 4), resize="auto", train_steps=40, patch_train_steps=12))
+    assert whole.config.resize == "squash"
+    assert (whole.config.train_steps, whole.config.patch_train_steps) == (40, 0)
+    assert "--patch-train-steps" not in whole.block()
 
 
 # --- a model that has not found the objects yet ----------------------------------------------------

@@ -186,6 +186,7 @@ def plan_and_strategy(config: Config, strategy=None) -> tuple:
     else:
         replicas = strategy.num_replicas_in_sync
     train_examples, val_examples, files = data.planned_sizes(config)
+    config = _patch_steps(config, notes)
     steps, config, note = _schedule(config, train_examples, replicas)
     if note:
         notes.append(note)
@@ -234,6 +235,22 @@ def measure_step_seconds(plan: Plan, steps: int = 3) -> float:
     for _ in range(steps):
         model.train_on_batch(images, masks)
     return (time.perf_counter() - started) / steps
+
+
+def _patch_steps(config: Config, notes: list) -> Config:
+    """The config with --patch-train-steps made its --train-steps where the photos train as
+    native-resolution patches; turned off either way, so config.json says what was trained."""
+    steps = config.patch_train_steps
+    if not steps:
+        return config
+    if Policy.from_config(config).native:
+        instead = (f"--train-steps {config.train_steps}" if config.train_steps
+                   else f"--epochs {config.epochs}")
+        notes.append(f"--patch-train-steps {steps}: native-resolution patches train {steps} "
+                     f"steps in place of {instead} (every patch epoch also validates each photo "
+                     "tile by tile)")
+        return dataclasses.replace(config, train_steps=steps, patch_train_steps=0)
+    return dataclasses.replace(config, patch_train_steps=0)
 
 
 def _schedule(config: Config, train_examples: int, replicas: int) -> tuple:

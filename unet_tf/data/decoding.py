@@ -146,12 +146,25 @@ def decode_pair(image_path: Path, mask_path: Path, config, encoding: str):
             mask = (mask == 255).astype(np.uint8)  # 0/255 binary masks
         elif config.labels == "binary":
             if values.max() > 1:
-                return None, None, (f"binary mask values {values.tolist()}: expected 0/1 or "
-                                    "0/255"), None
+                return None, None, (f"binary mask values {_listed(values)}: expected 0/1 or "
+                                    f"0/255{_instance_hint(values)}"), None
         if mask.max() >= config.num_classes:
-            return None, None, (f"mask values {values.tolist()} outside the "
-                                f"{config.num_classes} classes {list(config.class_names)}"), None
+            return None, None, (f"mask values {_listed(values)} outside the "
+                                f"{config.num_classes} classes {list(config.class_names)}"
+                                f"{_instance_hint(values)}"), None
     return image, mask.astype(np.uint8), None, note
+
+
+def _listed(values: np.ndarray) -> str:
+    """A mask's values for a message: listed when few, else their count and range."""
+    if values.size <= 8:
+        return str(values.tolist())
+    return f"{values.size} values from {values.min()} to {values.max()}"
+
+
+def _instance_hint(values: np.ndarray) -> str:
+    """What a mask of many values (one id per object) most likely needs."""
+    return "; one id per object? read it with --labels instance" if values.size > 8 else ""
 
 
 def _missing(mask_path: Path) -> str:
