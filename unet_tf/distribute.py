@@ -78,7 +78,7 @@ def prepare_multi_worker_fit(model, strategy, example_batch) -> None:
     (keras-team/keras#20585, tensorflow/tensorflow#72388: open since Keras 3.0 / TensorFlow 2.16).
 
     It replaces two private methods of the model, `_maybe_symbolic_build` (with Keras' own
-    `_symbolic_build`) and wraps `train_step`/`test_step`; checked on Keras 3.10.0 (TensorFlow
+    `_symbolic_build`) and wraps `train_step`/`test_step`; checked on Keras 3.13.2 (TensorFlow
     2.19.0) and Keras 3.15.1 (TensorFlow 2.21.0) by tests/test_distribute.py's two-worker test,
     which CI runs on both stacks. A newer Keras may rename them: run that test first.
 

@@ -62,7 +62,8 @@ from unet_tf.evaluation import recorded_min_size
 from unet_tf.cli import add_tta_argument, command_parser, positive_int, run_command
 from unet_tf.inference import mirror_mean, postprocess, segment
 from unet_tf.progress import progress as report_progress
-from unet_tf.run.model_file import ModelFileError, check_keras_file, load_model_safely
+from unet_tf.run.model_file import (ModelFileError, check_keras_file, check_model_config,
+                                    load_model_safely, read_model_config)
 from unet_tf.run.outputs import is_export, prepare_predictions_folder
 
 
@@ -114,6 +115,7 @@ class Segmenter:
             _export_metadata(path)
         else:
             check_keras_file(path)
+            check_model_config(read_model_config(path), path)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.segment(image)[0]

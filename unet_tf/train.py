@@ -80,7 +80,7 @@ from unet_tf.run import (
     read_history,
 )
 from unet_tf.files import save_model_atomically, write_json
-from unet_tf.run.model_file import AtomicModelCheckpoint, read_run_config
+from unet_tf.run.model_file import AtomicModelCheckpoint, load_keras_model, read_run_config
 from unet_tf.training import (
     StopOnCtrlC,
     StopOnDivergence,
@@ -374,7 +374,7 @@ def _finish(run: Run, model, config: Config, strategy, kit: Callbacks, splits: t
     if diverged or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # After divergence the weights in memory are the diverged ones; across workers every
         # worker would predict the whole split and gather all of it. The best model is on disk.
-        model = keras.models.load_model(run.path / MODEL, safe_mode=True)
+        model = load_keras_model(run.path / MODEL)
     history = read_history(run.path / HISTORY)
     best = best_epoch(history) if val_split is not None else None
     if val_split is None:

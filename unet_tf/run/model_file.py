@@ -112,6 +112,120 @@ def check_keras_file(path: Path) -> None:
             "refused")
 
 
+# What the config.json of a unet_tf model may name: the Keras classes its U-Net, optimizers, losses
+# and metrics are made of, by their registered names, and this package's own registered objects.
+# Keras' safe mode refuses Lambda layers, but Keras before 3.11 let a config call any function of
+# a Keras module by reference (keras.utils.get_file: a download into any folder), and later
+# releases fixed further ways around it (TFSMLayer, 3.14): a file is read against this list before
+# Keras sees it, so whatever Keras lets through next, only what our models contain is built.
+ALLOWED_KERAS_CLASSES = frozenset({
+    # the model: MobileNetV2's encoder, the pix2pix decoder, the head
+    "Functional", "Sequential", "Model", "InputLayer", "Conv2D", "Conv2DTranspose",
+    "DepthwiseConv2D", "BatchNormalization", "ReLU", "Add", "Concatenate", "ZeroPadding2D",
+    "Rescaling", "Dropout", "Activation", "Softmax", "RandomFlip", "DTypePolicy",
+    "FloatDTypePolicy",
+    # how its weights start and are regularized
+    "GlorotUniform", "GlorotNormal", "HeNormal", "HeUniform", "Ones", "Zeros", "Constant",
+    "RandomNormal", "RandomUniform", "TruncatedNormal", "VarianceScaling", "L1", "L2", "L1L2",
+    # how it is compiled
+    "Adam", "AdamW", "SGD", "LossScaleOptimizer", "CosineDecay", "MeanIoU", "IoU",
+    "SparseCategoricalAccuracy", "SparseCategoricalCrossentropy", "Mean",
+})
+# Values that Keras writes as typed objects of no code: the functional graph's tensors, constants.
+ALLOWED_VALUE_TYPES = frozenset({"__keras_tensor__", "__tensor__", "__numpy__"})
+# Activations are written by name ("relu"), or by reference to keras.activations.
+ALLOWED_ACTIVATIONS = frozenset({"linear", "relu", "relu6", "softmax", "sigmoid"})
+
+
+def _registered_unet_tf_names() -> frozenset:
+    """The registered names (`unet_tf>DiceLoss`) of this package's own Keras objects."""
+    from unet_tf import losses, metrics
+
+    return frozenset(keras.saving.get_registered_name(item) for module in (losses, metrics)
+                     for item in vars(module).values()
+                     if isinstance(item, type) and item.__module__ == module.__name__
+                     and keras.saving.get_registered_name(item).startswith("unet_tf>"))
+
+
+def _refusal(entry: dict, layer: str) -> str | None:
+    """Why one serialized object of a model's config.json is not what a unet_tf model holds, or
+    None when it is."""
+    module, name = entry.get("module"), entry.get("class_name")
+    registered = entry.get("registered_name")
+    what = f"{module}.{name}" if module else str(name)
+    if name == "Lambda" or name == "__lambda__":
+        return f"layer {layer!r} is a Lambda layer (Python code stored in the file)"
+    if not isinstance(name, str) or not (module is None or isinstance(module, str)):
+        return f"layer {layer!r} names a class that is not a name ({what!r})"
+    if module is None:
+        return None if name in ALLOWED_VALUE_TYPES else (
+            f"layer {layer!r} holds {name!r}, which no unet_tf model contains")
+    package = module.split(".")[0]
+    if package not in ("keras", "unet_tf"):
+        return f"layer {layer!r} calls into module {module!r} (only keras and unet_tf are read)"
+    if name == "function":
+        if module == "keras.activations" and entry.get("config") in ALLOWED_ACTIVATIONS:
+            return None
+        return f"layer {layer!r} calls the function {module}.{entry.get('config')!r} by reference"
+    if package == "unet_tf" or (isinstance(registered, str) and ">" in registered):
+        if registered in _registered_unet_tf_names():
+            return None
+        return f"layer {layer!r} uses {registered or what!r}, which unet_tf does not register"
+    if name in ALLOWED_KERAS_CLASSES and registered in (None, name):
+        return None
+    return f"layer {layer!r} is a {what}, which no unet_tf model contains"
+
+
+def check_model_config(config, path) -> None:
+    """Refuses, in one line naming the layer, a model configuration that holds anything beyond
+    the allow-list above: a Lambda, a function called by reference, a module outside keras and
+    unet_tf, a class our models never contain."""
+    pending = [(config, "model")]
+    while pending:
+        item, layer = pending.pop()
+        if isinstance(item, list):
+            pending.extend((value, layer) for value in item)
+        elif isinstance(item, dict):
+            inner = item.get("config")
+            if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+                layer = inner["name"]
+            elif isinstance(item.get("name"), str):
+                layer = item["name"]
+            if "class_name" in item or "module" in item:
+                reason = _refusal(item, layer)
+                if reason:
+                    raise ModelFileError(f"--model {path}: refused, not loaded: {reason}; "
+                                         "only models written by unet_tf.train are read")
+            pending.extend((value, layer) for value in item.values())
+
+
+def read_model_config(path: Path) -> dict:
+    """The config.json inside a checked .keras archive, parsed."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, OSError, ValueError, RecursionError) as error:
+        raise ModelFileError(f"--model {path}: its config.json cannot be read "
+                             f"({type(error).__name__}: {str(error)[:200]})") from None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"--model {path}: its config.json is not a Keras model")
+    return config
+
+
+def load_keras_model(path) -> keras.Model:
+    """A .keras file of this project, read in Keras' safe mode after its archive and its
+    configuration were checked against what unet_tf models contain. Every model this package
+    loads goes through here."""
+    path = Path(path)
+    check_keras_file(path)
+    check_model_config(read_model_config(path), path)
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as error:  # Keras reports bad files with many types
+        raise ModelFileError(f"--model {path}: cannot be loaded safely ({type(error).__name__}: "
+                             f"{(str(error).splitlines() or [''])[0][:300]})") from None
+
+
 def load_model_safely(path) -> tuple:
     """(model, RunInfo) for a `model.keras`, loaded in Keras' safe mode (no arbitrary code).
 
@@ -119,12 +233,7 @@ def load_model_safely(path) -> tuple:
     is guessed from the number of outputs (config.labels_for).
     """
     path = Path(path)
-    check_keras_file(path)
-    try:
-        model = keras.models.load_model(path, safe_mode=True)
-    except Exception as error:  # Keras reports bad files with many types
-        raise ModelFileError(f"--model {path}: cannot be loaded safely ({type(error).__name__}: "
-                             f"{str(error).splitlines()[0][:300]})") from None
+    model = load_keras_model(path)
     size, classes = int(model.input_shape[1]), int(model.output_shape[-1])
     config_path, metrics_path = path.with_name("config.json"), path.with_name("metrics.json")
     if config_path.is_file():
