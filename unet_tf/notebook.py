@@ -26,14 +26,18 @@ calls work in any Jupyter kernel, and in a script (pictures are then saved, not 
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import importlib.util
 import io
 import json
+import os
+import secrets
 import shutil
 import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import keras
@@ -60,7 +64,7 @@ from unet_tf.evaluation import (
 from unet_tf.export import export_saved_model
 from unet_tf.inference import Policy, segment
 from unet_tf.model import SKIP_LAYERS
-from unet_tf.run.outputs import check_export_folder, prepare_predictions_folder
+from unet_tf.run.outputs import check_export_folder, make_folder, prepare_predictions_folder
 from unet_tf.predict import Segmenter, collect_inputs, output_names, predict_files
 from unet_tf.run import METRICS, MODEL
 from unet_tf.run.model_file import load_model_safely, read_run_config
@@ -70,6 +74,9 @@ __all__ = ["check_runtime", "show_examples", "show_model", "show_run", "evaluate
            "export_run", "own_data", "segment_photos"]
 
 OWN_DATA_FOLDER = Path("own_data")  # where own_data unpacks a zip, under the working folder
+OWN_DATA_MARKER = ".unet_tf-own-data"  # in each unpacking: the zip and what it wrote there
+OWN_DATA_FORMAT = "unet_tf own_data"  # the marker's "format"
+MAX_ZIP_MEMBERS = 250_000  # files; more than any data set of photos and masks a notebook trains on
 GPU_ADVICE = "In Colab: Runtime > Change runtime type > GPU, then run the notebook from the top."
 
 
@@ -288,8 +295,9 @@ def own_data(source: str | Path) -> Path | None:
             Google Drive (/content/drive/...) mounts the Drive first. Empty: None (skipped).
 
     The zip (or folder) holds `images/` and `masks/` with files of the same stem (or `train/` and
-    `test/`, each with both), at its top or inside one folder. A zip is unpacked into
-    `own_data/<zip name>/` under the working folder.
+    `test/`, each with both), at its top or a few single folders down. A zip is unpacked into
+    `own_data/<zip name>/` under the working folder, replacing only an earlier unpacking of a
+    zip of that name (a failure leaves it as it was).
     """
     if not str(source).strip():
         print("no own data given: set OWN_DATA to run this section")
@@ -305,8 +313,7 @@ def own_data(source: str | Path) -> Path | None:
     if not path.exists():
         raise DataError(f"own data {path}: no such file or folder; give a zip of images/ and "
                         "masks/, or a folder holding them")
-    folder = _unpack(path) if path.is_file() else path
-    root = _data_root(folder, path)
+    root = _unpack(path) if path.is_file() else _data_root(path, path)
     counts = {part: len(list((root / part).iterdir())) for part in ("images", "masks")
               if (root / part).is_dir()}
     folders = object_folders(root)
@@ -333,32 +340,212 @@ def _upload_zip() -> Path:
 
 
 def _unpack(path: Path) -> Path:
-    """Unpacks a zip into own_data/<stem>/ (replacing an earlier unpacking there)."""
+    """Unpacks a zip into own_data/<stem>/ and returns the folder of its data there.
+
+    The zip is unpacked into a staging folder beside own_data/<stem>/ and checked whole (every
+    member's CRC, the data layout) before it is swapped in: a failure leaves an earlier unpacking
+    as it was and no partial folder. An existing own_data/<stem>/ is replaced only when it holds
+    nothing but what an earlier unpacking wrote (its marker lists that), never through a link,
+    never with the zip inside it.
+    """
     if not zipfile.is_zipfile(path):
         raise DataError(f"own data {path}: not a zip file; give a .zip of images/ and masks/, or "
                         "a folder")
-    target = OWN_DATA_FOLDER / path.stem
-    with zipfile.ZipFile(path) as archive:
-        names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
-        unsafe = [n for n in names if n.startswith("/") or ".." in Path(n).parts]
-        if unsafe:
-            raise DataError(f"own data {path}: refused, it would write outside its folder "
-                            f"({unsafe[0]})")
-        unpacked = sum(archive.getinfo(n).file_size for n in names)
-        OWN_DATA_FOLDER.mkdir(exist_ok=True)
-        free = shutil.disk_usage(OWN_DATA_FOLDER).free
-        if unpacked > free:
-            raise DataError(f"own data {path}: unpacks to {unpacked / 2**20:,.0f} MiB, more than "
-                            f"the {free / 2**20:,.0f} MiB free here; unpack it where there is "
-                            "room and give that folder")
-        shutil.rmtree(target, ignore_errors=True)
-        archive.extractall(target, members=names)
+    target = _unpack_target(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise DataError(f"own data {path}: the zip is damaged ({error}); make or download it "
+                        "again") from None
+    with archive:
+        members, files, folders = _members(archive, path)
+        _check_room(path, files, folders)
+        # Not tempfile.mkdtemp: its folders are private to this user, unpacked data should not be.
+        staging = OWN_DATA_FOLDER / f".{target.name}.unpacking-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            staging.mkdir()
+            _extract(archive, members, staging, path)
+            root = _data_root(staging, path).relative_to(staging)
+            written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*"))
+            (staging / OWN_DATA_MARKER).write_text(json.dumps(
+                {"format": OWN_DATA_FORMAT, "zip": str(path), "unpacked": written}))
+            _swap_in(staging, target, path)
+        except OSError as error:
+            raise _unpack_error(path, error, "") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already once swapped in
+    return target / root
+
+
+def _unpack_target(path: Path) -> Path:
+    """own_data/<stem>, checked: a name of a folder of its own, and nothing there but an earlier
+    unpacking."""
+    name = path.stem
+    if not name.strip() or name.startswith("."):  # "..zip" would name own_data/ itself
+        raise DataError(f"own data {path}: {path.name} is not a name to unpack into: rename the "
+                        "zip (e.g. my_data.zip unpacks into own_data/my_data/)")
+    if OWN_DATA_FOLDER.exists() and not OWN_DATA_FOLDER.is_dir():
+        raise DataError(f"own data {path}: {OWN_DATA_FOLDER} is a file, where own_data unpacks "
+                        "zips; move it away")
+    target = OWN_DATA_FOLDER / name
+    _check_replaceable(target, path)
     return target
 
 
+def _check_replaceable(target: Path, path: Path) -> None:
+    """Refuses a `target` that is a link or a file, holds the zip, or holds anything that no
+    unpacking wrote (an earlier unpacking's marker lists what it wrote)."""
+    if target.is_symlink():
+        raise DataError(f"own data {path}: {target} is a link (to {os.readlink(target)}); "
+                        "own_data unpacks only into a folder of its own: remove the link or "
+                        "rename the zip")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise DataError(f"own data {path}: {target} is a file, where the zip would unpack; move "
+                        "it away or rename the zip")
+    if path.resolve().is_relative_to(target.resolve()):
+        raise DataError(f"own data {path}: the zip lies inside {target}, the folder it unpacks "
+                        "into (and replaces); move the zip out of it and give its new path")
+    foreign = _not_unpacked(target)
+    if foreign:
+        raise DataError(f"own data {path}: {target} holds {foreign}, which no unpacking of a zip "
+                        f"wrote; move that out of {target} (or delete the folder yourself), or "
+                        "rename the zip to unpack it beside")
+
+
+def _not_unpacked(folder: Path) -> str | None:
+    """The first entry in `folder` (its path inside it) that its marker does not list; None when
+    there is none (an earlier unpacking as it was, or an empty folder)."""
+    try:
+        marker = json.loads((folder / OWN_DATA_MARKER).read_text())
+        listed = set(marker["unpacked"]) if marker.get("format") == OWN_DATA_FORMAT else set()
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        listed = set()
+    for parent, folders, files in os.walk(folder):  # links are listed, never followed
+        folders.sort()
+        for name in sorted(folders + files):
+            inside = (Path(parent) / name).relative_to(folder).as_posix()
+            if inside != OWN_DATA_MARKER and inside not in listed:
+                return inside
+    return None
+
+
+def _members(archive: zipfile.ZipFile, path: Path) -> tuple:
+    """(the members to unpack, {path parts: member} of their files, {path parts} of their
+    folders), refused with the reason when they cannot all be unpacked."""
+    members = [m for m in archive.infolist() if not m.filename.startswith("__MACOSX/")]
+    unsafe = [m.filename for m in members
+              if m.filename.startswith("/") or ".." in Path(m.filename).parts]
+    if unsafe:
+        raise DataError(f"own data {path}: refused, it would write outside its folder "
+                        f"({unsafe[0]})")
+    files, folders = {}, set()
+    for member in members:
+        parts = tuple(p for p in member.filename.split("/") if p not in ("", "."))
+        if not parts:
+            continue
+        if member.is_dir():
+            folders.add(parts)
+        else:
+            files[parts] = member
+        folders.update(parts[:i] for i in range(1, len(parts)))
+    both = sorted(set(files) & folders)
+    if both:
+        raise DataError(f"own data {path}: {'/'.join(both[0])} is both a file and a folder in it; "
+                        "zip the folders again so that each name is one or the other")
+    if not files:
+        raise DataError(f"own data {path}: the zip holds no files (only folders or macOS "
+                        "__MACOSX/ resources); zip your images/ and masks/ folders with their "
+                        "files")
+    if len(files) > MAX_ZIP_MEMBERS:
+        raise DataError(f"own data {path}: holds {len(files):,} files, more than the "
+                        f"{MAX_ZIP_MEMBERS:,} own_data unpacks; unpack it yourself and give the "
+                        "folder")
+    encrypted = [m.filename for m in files.values() if m.flag_bits & 0x1]
+    if encrypted:
+        raise DataError(f"own data {path}: {encrypted[0]} is encrypted (password-protected), "
+                        "which own_data cannot unpack; zip the folders again without a password")
+    return members, files, folders
+
+
+def _check_room(path: Path, files: dict, folders: set) -> None:
+    """Refuses a zip whose files would not fit on the disk of own_data/: each file takes whole
+    blocks and an inode, so 40,000 one-byte files take 160 MiB, not 40 KB."""
+    make_folder(OWN_DATA_FOLDER, "own data")
+    free = shutil.disk_usage(OWN_DATA_FOLDER).free
+    disk = os.statvfs(OWN_DATA_FOLDER) if hasattr(os, "statvfs") else None
+    block = max(disk.f_frsize or disk.f_bsize, 512) if disk else 4096
+    marker = sum(len("/".join(parts)) + 4 for parts in [*files, *folders])  # its list of names
+
+    def taken(size: int) -> int:
+        return -(-max(size, 1) // block) * block
+
+    needed = (sum(taken(m.file_size) for m in files.values()) + taken(marker)
+              + (len(folders) + 1) * block)  # and the staging folder
+    if needed > free:
+        raise DataError(f"own data {path}: unpacks to {needed / 2**20:,.0f} MiB, more than the "
+                        f"{free / 2**20:,.0f} MiB free here ({len(files):,} files, each taking "
+                        f"at least {block:,} bytes on this disk); unpack it where there is room "
+                        "and give that folder")
+    entries = len(files) + len(folders) + 2  # and the staging folder and its marker
+    if disk and disk.f_files and entries > disk.f_favail:  # some file systems count no inodes
+        raise DataError(f"own data {path}: unpacks to {len(files):,} files and {len(folders):,} "
+                        f"folders, more than the {disk.f_favail:,} this disk has room for (its "
+                        "free inodes); unpack it where there is room and give that folder")
+
+
+def _extract(archive: zipfile.ZipFile, members: list, staging: Path, path: Path) -> None:
+    """Unpacks `members` into `staging`, each member's CRC checked as it is read; what goes wrong
+    is one line naming the member."""
+    name = ""
+    try:
+        for member in members:
+            name = member.filename
+            archive.extract(member, staging)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise DataError(f"own data {path}: the zip is damaged ({error}); make or download it "
+                        "again") from None
+    except NotImplementedError as error:
+        raise DataError(f"own data {path}: {name} is packed in a way Python's zipfile cannot "
+                        f"unpack ({error}); zip the folders again with the usual (deflate) "
+                        "compression") from None
+    except OSError as error:
+        raise _unpack_error(path, error, name) from None
+
+
+def _unpack_error(path: Path, error: OSError, name: str) -> DataError:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DataError(f"own data {path}: the disk filled while unpacking it; free some space "
+                         "(or unpack it where there is room and give that folder) and run again")
+    what = f" {name}" if name else ""
+    return DataError(f"own data {path}: cannot unpack{what} into {OWN_DATA_FOLDER} "
+                     f"({error.strerror or error}); unpack it yourself and give the folder")
+
+
+def _swap_in(staging: Path, target: Path, path: Path) -> None:
+    """Puts the checked unpacking `staging` in `target`'s place; the earlier unpacking there is
+    moved aside first and removed only once the new one is in."""
+    _check_replaceable(target, path)  # nothing of the user's was put there while unpacking
+    earlier = None
+    if target.exists():
+        earlier = target.with_name(f".{target.name}.replaced-{secrets.token_hex(4)}")
+        os.rename(target, earlier)
+    try:
+        os.rename(staging, target)
+    except BaseException:  # Ctrl-C too: the earlier unpacking goes back
+        if earlier is not None and not target.exists():
+            os.rename(earlier, target)
+        raise
+    if earlier is not None:
+        shutil.rmtree(earlier, ignore_errors=True)
+
+
 def _data_root(folder: Path, source: Path) -> Path:
-    """The folder holding images/ + masks/ (or train/), else one folder per image (ID/images/
-    and ID/masks/, one mask per object): `folder` or one folder inside it."""
+    """The folder holding images/ + masks/ (or train/ and test/, each with both), else one folder
+    per image (ID/images/ and ID/masks/, one mask per object): `folder`, a folder found by going
+    down through folders that hold one folder each (a zip of a path several folders deep), or
+    the one such folder among others."""
     def paired(candidate: Path) -> bool:
         return (((candidate / "images").is_dir() and (candidate / "masks").is_dir())
                 or (candidate / "train" / "images").is_dir())
@@ -366,15 +553,26 @@ def _data_root(folder: Path, source: Path) -> Path:
     def per_object(candidate: Path) -> bool:
         return bool(object_folders(candidate)) or bool(object_folders(candidate / "train"))
 
-    candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir()
-                                   and not p.name.startswith((".", "__")))
-    for usable in (paired, per_object):  # a folder holding images/ + masks/ is that, first
-        for candidate in candidates:
-            if usable(candidate):
-                return candidate
-    found = ", ".join(sorted(p.name for p in folder.iterdir())[:10]) or "nothing"
-    raise DataError(f"own data {source}: no images/ and masks/ folders in it (found: {found}); "
-                    "expected e.g. my_data/images/cell1.png with my_data/masks/cell1.png")
+    current = folder
+    for _ in range(16):  # a link to a folder above would lead down for ever
+        if paired(current):
+            return current
+        inside = sorted(p for p in current.iterdir() if p.is_dir()
+                        and not p.name.startswith((".", "__")))
+        lone = inside[0] if len(inside) == 1 else None
+        # A single image folder is more likely images/ and masks/ one folder down: taken so.
+        if per_object(current) and not (lone and paired(lone)):
+            return current
+        if lone is None:
+            usable = [p for p in inside if paired(p)]
+            if len(usable) == 1:
+                return usable[0]
+            break
+        current = lone
+    found = ", ".join(sorted(p.relative_to(folder).as_posix() for p in current.iterdir())[:10])
+    raise DataError(f"own data {source}: no images/ and masks/ folders in it (found: "
+                    f"{found or 'nothing'}); expected e.g. my_data/images/cell1.png with "
+                    "my_data/masks/cell1.png")
 
 
 def segment_photos(export_dir, stand_in: data.Split | None = None) -> Path:
